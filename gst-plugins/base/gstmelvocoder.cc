@@ -1,0 +1,497 @@
+#include "gst-plugins/base/gstmelvocoder.h"
+
+#include "gst-plugins/caps.h"
+#include "gst-plugins/core/vocoder.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <gst/base/gstadapter.h>
+
+#include <cstring>
+#include <memory>
+
+GST_DEBUG_CATEGORY_STATIC(mel_vocoder_debug);
+#define GST_CAT_DEFAULT mel_vocoder_debug
+
+enum { PROP_0, PROP_MODEL, PROP_DEVICE, PROP_THREADS, PROP_LOOKAHEAD };
+
+struct GstMelVocoderPrivate {
+  GstPad* sinkpad;
+  GstPad* srcpad;
+  GstAdapter* adapter;
+  chatterbox::StreamingVocoder* vocoder;  // owned; loaded in NULL->READY
+
+  // Properties (under the object lock).
+  gchar* model;
+  gchar* device;
+  gint threads;
+  gint lookahead;  // -1: the model's full receptive field
+
+  gboolean have_format;  // sink caps accepted
+  chatterbox::MelFormat format;
+  GstSegment in_segment;
+  gboolean segment_pending;     // our TIME segment still to be pushed
+  GstClockTime utterance_pts;   // time of the first sample of the current utterance
+  GstClockTime next_pts;        // end of what was pushed so far
+  gboolean warned_partial;
+};
+
+G_DEFINE_ABSTRACT_TYPE_WITH_PRIVATE(GstMelVocoder, gst_mel_vocoder, GST_TYPE_ELEMENT)
+
+static GstMelVocoderPrivate* P(GstMelVocoder* self) {
+  return static_cast<GstMelVocoderPrivate*>(gst_mel_vocoder_get_instance_private(self));
+}
+
+static GstStaticPadTemplate sink_template =
+    GST_STATIC_PAD_TEMPLATE("sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS(CHATTERBOX_MEL_TEMPLATE_CAPS));
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
+    "src", GST_PAD_SRC, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS("audio/x-raw, format=(string)F32LE, layout=(string)interleaved, channels=(int)1, "
+                    "rate=(int)[1, MAX]"));
+
+static gint frame_bytes(GstMelVocoderPrivate* p) { return p->format.n_mels * static_cast<gint>(sizeof(float)); }
+
+static void set_lookahead(GstMelVocoderPrivate* p) {
+  if (!p->vocoder) return;
+  p->vocoder->set_lookahead_frames(p->lookahead < 0 ? p->vocoder->default_lookahead_frames() : p->lookahead);
+}
+
+static void ensure_segment(GstMelVocoderPrivate* p) {
+  if (!p->segment_pending) return;
+  GstSegment seg;
+  if (p->in_segment.format == GST_FORMAT_TIME)
+    gst_segment_copy_into(&p->in_segment, &seg);
+  else
+    gst_segment_init(&seg, GST_FORMAT_TIME);  // e.g. BYTES from filesrc: audio time from 0
+  gst_pad_push_event(p->srcpad, gst_event_new_segment(&seg));
+  p->segment_pending = FALSE;
+}
+
+// Pushes `samples` (1-D) as one buffer stamped in audio time; `first` is the
+// index of its first sample within the current utterance.
+static GstFlowReturn push_audio(GstMelVocoder* self, const at::Tensor& samples, gint64 first) {
+  GstMelVocoderPrivate* p = P(self);
+  const gint64 n = samples.numel();
+  if (n == 0) return GST_FLOW_OK;
+  ensure_segment(p);
+  const gint rate = p->vocoder->sample_rate();
+  at::Tensor s = samples.to(at::kCPU).to(at::kFloat).contiguous();
+  GstBuffer* buf = gst_buffer_new_allocate(nullptr, n * sizeof(float), nullptr);
+  gst_buffer_fill(buf, 0, s.data_ptr<float>(), n * sizeof(float));
+  const GstClockTime start = p->utterance_pts + gst_util_uint64_scale_int(first, GST_SECOND, rate);
+  const GstClockTime end = p->utterance_pts + gst_util_uint64_scale_int(first + n, GST_SECOND, rate);
+  GST_BUFFER_PTS(buf) = start;
+  GST_BUFFER_DURATION(buf) = end - start;
+  GST_BUFFER_OFFSET(buf) = first;
+  GST_BUFFER_OFFSET_END(buf) = first + n;
+  if (first == 0) GST_BUFFER_FLAG_SET(buf, GST_BUFFER_FLAG_DISCONT);
+  p->next_pts = end;
+  return gst_pad_push(p->srcpad, buf);
+}
+
+// Ends the current utterance: pushes every remaining sample.
+static GstFlowReturn drain(GstMelVocoder* self) {
+  GstMelVocoderPrivate* p = P(self);
+  if (!p->vocoder || p->vocoder->frames_in() == 0) return GST_FLOW_OK;
+  const gsize left = gst_adapter_available(p->adapter);
+  if (left > 0) {
+    GST_ELEMENT_WARNING(self, STREAM, DECODE, ("Dropping %" G_GSIZE_FORMAT " trailing bytes: not a whole mel frame", left),
+                        ("a frame is %d bytes (n-mels=%d x 4)", frame_bytes(p), p->format.n_mels));
+    gst_adapter_clear(p->adapter);
+  }
+  try {
+    const gint64 first = p->vocoder->samples_out();
+    at::Tensor rest = p->vocoder->drain();
+    return push_audio(self, rest, first);
+  } catch (const std::exception& e) {
+    GST_ELEMENT_ERROR(self, STREAM, DECODE, ("Vocoder failed at the end of the utterance"), ("%s", e.what()));
+    return GST_FLOW_ERROR;
+  }
+}
+
+static void reset_stream(GstMelVocoder* self) {
+  GstMelVocoderPrivate* p = P(self);
+  gst_adapter_clear(p->adapter);
+  if (p->vocoder) p->vocoder->reset();
+  p->utterance_pts = GST_CLOCK_TIME_NONE;
+}
+
+static GstFlowReturn gst_mel_vocoder_chain(GstPad* pad, GstObject* parent, GstBuffer* buf) {
+  GstMelVocoder* self = GST_MEL_VOCODER(parent);
+  GstMelVocoderPrivate* p = P(self);
+  if (!p->have_format || !p->vocoder) {
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Mel data arrived before caps were negotiated"), (nullptr));
+    gst_buffer_unref(buf);
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+  GstFlowReturn ret = GST_FLOW_OK;
+  if (GST_BUFFER_FLAG_IS_SET(buf, GST_BUFFER_FLAG_DISCONT) && p->vocoder->frames_in() > 0) {
+    GST_DEBUG_OBJECT(self, "DISCONT: finishing the current utterance");
+    ret = drain(self);
+    reset_stream(self);
+    if (ret != GST_FLOW_OK) {
+      gst_buffer_unref(buf);
+      return ret;
+    }
+  }
+  if (p->vocoder->frames_in() == 0 && gst_adapter_available(p->adapter) == 0) {
+    // First data of an utterance: anchor output time to the input's.
+    if (p->in_segment.format == GST_FORMAT_TIME && GST_BUFFER_PTS_IS_VALID(buf))
+      p->utterance_pts = GST_BUFFER_PTS(buf);
+    else
+      p->utterance_pts = GST_CLOCK_TIME_IS_VALID(p->next_pts) ? p->next_pts : 0;
+  }
+  gst_adapter_push(p->adapter, buf);
+  const gsize fb = frame_bytes(p);
+  const gsize nframes = gst_adapter_available(p->adapter) / fb;
+  if (nframes == 0) return GST_FLOW_OK;
+
+  at::Tensor frames = at::empty({static_cast<int64_t>(nframes), p->format.n_mels}, at::kFloat);
+  gst_adapter_copy(p->adapter, frames.data_ptr<float>(), 0, nframes * fb);
+  gst_adapter_flush(p->adapter, nframes * fb);
+  if (!at::isfinite(frames).all().item<bool>()) {
+    GST_ELEMENT_ERROR(self, STREAM, DECODE, ("Mel input contains NaN or infinite values"),
+                      ("refusing to vocode %" G_GSIZE_FORMAT " frames starting at frame %" G_GINT64_FORMAT
+                       " of the utterance: the output would be garbage",
+                       nframes, p->vocoder->frames_in()));
+    return GST_FLOW_ERROR;
+  }
+  try {
+    const gint64 first = p->vocoder->samples_out();
+    at::Tensor out = p->vocoder->feed(frames);
+    return push_audio(self, out, first);
+  } catch (const std::exception& e) {
+    GST_ELEMENT_ERROR(self, STREAM, DECODE, ("Vocoder failed"), ("%s", e.what()));
+    return GST_FLOW_ERROR;
+  }
+}
+
+static gboolean accept_format(GstMelVocoder* self, GstCaps* caps) {
+  GstMelVocoderPrivate* p = P(self);
+  chatterbox::MelFormat f;
+  std::string why;
+  if (!chatterbox::mel_format_from_caps(caps, &f, &why)) {
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Incomplete mel caps: %s", why.c_str()),
+                      ("caps: %" GST_PTR_FORMAT, caps));
+    return FALSE;
+  }
+  const std::string mismatch = p->vocoder->mel_format().mismatch(f);
+  if (!mismatch.empty()) {
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION,
+                      ("The %s model cannot vocode these mel features: %s", p->vocoder->name(), mismatch.c_str()),
+                      ("Use a model trained for this feature layout (for S3Gen mels: a Vocos trained by "
+                       "vocos-train, or hiftdec), or produce the model's layout upstream (melspec follows "
+                       "downstream caps). Model layout: %s",
+                       p->vocoder->mel_format().to_string().c_str()));
+    return FALSE;
+  }
+  if (p->have_format && p->vocoder->frames_in() > 0 && f != p->format) drain(self);
+  p->format = f;
+  p->have_format = TRUE;
+  GstCaps* out = chatterbox::audio_caps(p->vocoder->sample_rate());
+  gboolean ok = gst_pad_set_caps(p->srcpad, out);
+  gst_caps_unref(out);
+  return ok;
+}
+
+static gboolean gst_mel_vocoder_sink_event(GstPad* pad, GstObject* parent, GstEvent* event) {
+  GstMelVocoder* self = GST_MEL_VOCODER(parent);
+  GstMelVocoderPrivate* p = P(self);
+  switch (GST_EVENT_TYPE(event)) {
+    case GST_EVENT_CAPS: {
+      GstCaps* caps;
+      gst_event_parse_caps(event, &caps);
+      gboolean ok = p->vocoder && accept_format(self, caps);
+      gst_event_unref(event);
+      return ok;
+    }
+    case GST_EVENT_SEGMENT: {
+      gst_event_copy_segment(event, &p->in_segment);
+      p->segment_pending = TRUE;  // pushed (as TIME) with the next audio
+      gst_event_unref(event);
+      return TRUE;
+    }
+    case GST_EVENT_EOS:
+      drain(self);
+      reset_stream(self);
+      ensure_segment(p);  // an empty stream still owes downstream a segment before EOS
+      return gst_pad_push_event(p->srcpad, event);
+    case GST_EVENT_FLUSH_STOP:
+      reset_stream(self);
+      p->next_pts = GST_CLOCK_TIME_NONE;
+      p->segment_pending = TRUE;
+      return gst_pad_push_event(p->srcpad, event);
+    default:
+      return gst_pad_event_default(pad, parent, event);
+  }
+}
+
+static gboolean gst_mel_vocoder_sink_query(GstPad* pad, GstObject* parent, GstQuery* query) {
+  GstMelVocoder* self = GST_MEL_VOCODER(parent);
+  GstMelVocoderPrivate* p = P(self);
+  switch (GST_QUERY_TYPE(query)) {
+    case GST_QUERY_CAPS: {
+      GstCaps* filter;
+      gst_query_parse_caps(query, &filter);
+      GstCaps* caps = p->vocoder ? chatterbox::mel_format_to_caps(p->vocoder->mel_format())
+                                 : gst_pad_get_pad_template_caps(pad);
+      if (filter) {
+        GstCaps* both = gst_caps_intersect_full(filter, caps, GST_CAPS_INTERSECT_FIRST);
+        if (p->vocoder && gst_caps_is_empty(both)) {
+          // Upstream will fail with not-negotiated; say why in words.
+          std::string why = chatterbox::explain_mel_caps_mismatch(p->vocoder->mel_format(), filter);
+          GST_ELEMENT_WARNING(self, CORE, NEGOTIATION,
+                              ("The %s model cannot vocode the mel features upstream offers: %s", p->vocoder->name(),
+                               why.c_str()),
+                              ("Use a model trained for that layout (for S3Gen mels: a Vocos trained by vocos-train, "
+                               "or hiftdec). Model layout: %s",
+                               p->vocoder->mel_format().to_string().c_str()));
+        }
+        gst_caps_unref(caps);
+        caps = both;
+      }
+      gst_query_set_caps_result(query, caps);
+      gst_caps_unref(caps);
+      return TRUE;
+    }
+    case GST_QUERY_ACCEPT_CAPS: {
+      GstCaps* caps;
+      gst_query_parse_accept_caps(query, &caps);
+      chatterbox::MelFormat f;
+      std::string why;
+      gboolean ok = p->vocoder && chatterbox::mel_format_from_caps(caps, &f, &why) &&
+                    p->vocoder->mel_format().mismatch(f).empty();
+      gst_query_set_accept_caps_result(query, ok);
+      return TRUE;
+    }
+    default:
+      return gst_pad_query_default(pad, parent, query);
+  }
+}
+
+static gboolean gst_mel_vocoder_src_query(GstPad* pad, GstObject* parent, GstQuery* query) {
+  GstMelVocoder* self = GST_MEL_VOCODER(parent);
+  GstMelVocoderPrivate* p = P(self);
+  switch (GST_QUERY_TYPE(query)) {
+    case GST_QUERY_CAPS: {
+      GstCaps* filter;
+      gst_query_parse_caps(query, &filter);
+      GstCaps* caps = p->vocoder ? chatterbox::audio_caps(p->vocoder->sample_rate()) : gst_pad_get_pad_template_caps(pad);
+      if (filter) {
+        GstCaps* both = gst_caps_intersect_full(filter, caps, GST_CAPS_INTERSECT_FIRST);
+        gst_caps_unref(caps);
+        caps = both;
+      }
+      gst_query_set_caps_result(query, caps);
+      gst_caps_unref(caps);
+      return TRUE;
+    }
+    case GST_QUERY_LATENCY: {
+      if (!gst_pad_peer_query(p->sinkpad, query)) return FALSE;
+      gboolean live;
+      GstClockTime min, max;
+      gst_query_parse_latency(query, &live, &min, &max);
+      GstClockTime ours = 0;
+      if (p->vocoder) {
+        // A sample is final only once `lookahead` further frames have arrived.
+        const chatterbox::MelFormat& f = p->vocoder->mel_format();
+        ours = gst_util_uint64_scale_int(p->vocoder->lookahead_frames() * f.hop_length, GST_SECOND, f.rate);
+      }
+      GST_DEBUG_OBJECT(self, "latency: upstream %" GST_TIME_FORMAT " + ours %" GST_TIME_FORMAT, GST_TIME_ARGS(min),
+                       GST_TIME_ARGS(ours));
+      gst_query_set_latency(query, live, min + ours, GST_CLOCK_TIME_IS_VALID(max) ? max + ours : max);
+      return TRUE;
+    }
+    default:
+      return gst_pad_query_default(pad, parent, query);
+  }
+}
+
+static gboolean load_model(GstMelVocoder* self) {
+  GstMelVocoderPrivate* p = P(self);
+  GstMelVocoderClass* klass = GST_MEL_VOCODER_GET_CLASS(self);
+  GST_OBJECT_LOCK(self);
+  gchar* model = g_strdup(p->model ? p->model : klass->default_model);
+  gchar* device = g_strdup(p->device);
+  const gint threads = p->threads;
+  GST_OBJECT_UNLOCK(self);
+  if (!model || !*model) {
+    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("No model given: set the 'model' property"), (nullptr));
+    g_free(model);
+    g_free(device);
+    return FALSE;
+  }
+  if (threads > 0) at::set_num_threads(threads);
+  GError* err = nullptr;
+  GST_INFO_OBJECT(self, "loading model %s on %s", model, device);
+  p->vocoder = klass->load_model(self, model, device, &err);
+  if (!p->vocoder) {
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load model '%s': %s", model, err ? err->message : "unknown error"),
+                      (nullptr));
+    g_clear_error(&err);
+  } else {
+    set_lookahead(p);
+    GST_INFO_OBJECT(self, "model %s expects %s", model, p->vocoder->mel_format().to_string().c_str());
+  }
+  g_free(model);
+  g_free(device);
+  return p->vocoder != nullptr;
+}
+
+static GstStateChangeReturn gst_mel_vocoder_change_state(GstElement* element, GstStateChange transition) {
+  GstMelVocoder* self = GST_MEL_VOCODER(element);
+  GstMelVocoderPrivate* p = P(self);
+  switch (transition) {
+    case GST_STATE_CHANGE_NULL_TO_READY:
+      if (!load_model(self)) return GST_STATE_CHANGE_FAILURE;
+      break;
+    case GST_STATE_CHANGE_READY_TO_PAUSED:
+      gst_segment_init(&p->in_segment, GST_FORMAT_UNDEFINED);
+      p->segment_pending = TRUE;
+      p->next_pts = GST_CLOCK_TIME_NONE;
+      reset_stream(self);
+      break;
+    default:
+      break;
+  }
+  GstStateChangeReturn ret = GST_ELEMENT_CLASS(gst_mel_vocoder_parent_class)->change_state(element, transition);
+  switch (transition) {
+    case GST_STATE_CHANGE_PAUSED_TO_READY:
+      reset_stream(self);
+      p->have_format = FALSE;
+      break;
+    case GST_STATE_CHANGE_READY_TO_NULL:
+      delete p->vocoder;
+      p->vocoder = nullptr;
+      break;
+    default:
+      break;
+  }
+  return ret;
+}
+
+static void gst_mel_vocoder_set_property(GObject* object, guint prop_id, const GValue* value, GParamSpec* pspec) {
+  GstMelVocoder* self = GST_MEL_VOCODER(object);
+  GstMelVocoderPrivate* p = P(self);
+  GST_OBJECT_LOCK(self);
+  const gboolean loaded = p->vocoder != nullptr;
+  switch (prop_id) {
+    case PROP_MODEL:
+    case PROP_DEVICE:
+      if (loaded) {
+        GST_OBJECT_UNLOCK(self);
+        GST_WARNING_OBJECT(self, "'%s' can only change in the NULL state; ignored", pspec->name);
+        return;
+      }
+      if (prop_id == PROP_MODEL) {
+        g_free(p->model);
+        p->model = g_value_dup_string(value);
+      } else {
+        g_free(p->device);
+        p->device = g_value_dup_string(value);
+        if (!p->device) p->device = g_strdup("cpu");
+      }
+      break;
+    case PROP_THREADS:
+      p->threads = g_value_get_int(value);
+      break;
+    case PROP_LOOKAHEAD:
+      p->lookahead = g_value_get_int(value);
+      set_lookahead(p);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
+  }
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_mel_vocoder_get_property(GObject* object, guint prop_id, GValue* value, GParamSpec* pspec) {
+  GstMelVocoder* self = GST_MEL_VOCODER(object);
+  GstMelVocoderPrivate* p = P(self);
+  GST_OBJECT_LOCK(self);
+  switch (prop_id) {
+    case PROP_MODEL:
+      g_value_set_string(value, p->model ? p->model : GST_MEL_VOCODER_GET_CLASS(self)->default_model);
+      break;
+    case PROP_DEVICE:
+      g_value_set_string(value, p->device);
+      break;
+    case PROP_THREADS:
+      g_value_set_int(value, p->threads);
+      break;
+    case PROP_LOOKAHEAD:
+      g_value_set_int(value, p->lookahead);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
+  }
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_mel_vocoder_finalize(GObject* object) {
+  GstMelVocoderPrivate* p = P(GST_MEL_VOCODER(object));
+  delete p->vocoder;
+  g_object_unref(p->adapter);
+  g_free(p->model);
+  g_free(p->device);
+  G_OBJECT_CLASS(gst_mel_vocoder_parent_class)->finalize(object);
+}
+
+static void gst_mel_vocoder_class_init(GstMelVocoderClass* klass) {
+  GObjectClass* gobject_class = G_OBJECT_CLASS(klass);
+  GstElementClass* element_class = GST_ELEMENT_CLASS(klass);
+  GST_DEBUG_CATEGORY_INIT(mel_vocoder_debug, "melvocoder", 0, "chatterbox mel vocoder base class");
+  gobject_class->set_property = gst_mel_vocoder_set_property;
+  gobject_class->get_property = gst_mel_vocoder_get_property;
+  gobject_class->finalize = gst_mel_vocoder_finalize;
+  element_class->change_state = gst_mel_vocoder_change_state;
+
+  const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  const GParamFlags rw_playing = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
+  g_object_class_install_property(gobject_class, PROP_MODEL,
+      g_param_spec_string("model", "Model",
+                          "Model file (safetensors, or a PyTorch checkpoint) or a directory holding one with its "
+                          "config; loaded when the element goes to READY. Its feature layout fixes the sink caps.",
+                          nullptr, rw));
+  g_object_class_install_property(gobject_class, PROP_DEVICE,
+      g_param_spec_string("device", "Device",
+                          "Where to run the model: 'cpu', or 'cuda' / 'cuda:N' (needs a CUDA LibTorch build; "
+                          "an error when unavailable)",
+                          "cpu", rw));
+  g_object_class_install_property(gobject_class, PROP_THREADS,
+      g_param_spec_int("threads", "Threads",
+                       "CPU threads for LibTorch (0: LibTorch's default). Process-wide: LibTorch has one pool.",
+                       0, 256, 0, rw));
+  g_object_class_install_property(gobject_class, PROP_LOOKAHEAD,
+      g_param_spec_int("lookahead", "Lookahead",
+                       "Mel frames of right context awaited before audio is emitted. -1: the model's full receptive "
+                       "field, which makes the streamed output equal the whole-utterance output. Smaller values "
+                       "lower the latency at the cost of small errors near chunk boundaries (see bench/).",
+                       -1, 10000, -1, rw_playing));
+
+  gst_element_class_add_static_pad_template(element_class, &sink_template);
+  gst_element_class_add_static_pad_template(element_class, &src_template);
+  klass->load_model = nullptr;
+  klass->default_model = nullptr;
+}
+
+static void gst_mel_vocoder_init(GstMelVocoder* self) {
+  GstMelVocoderPrivate* p = P(self);
+  GstElementClass* klass = GST_ELEMENT_GET_CLASS(self);
+  p->sinkpad = gst_pad_new_from_template(gst_element_class_get_pad_template(klass, "sink"), "sink");
+  gst_pad_set_chain_function(p->sinkpad, gst_mel_vocoder_chain);
+  gst_pad_set_event_function(p->sinkpad, gst_mel_vocoder_sink_event);
+  gst_pad_set_query_function(p->sinkpad, gst_mel_vocoder_sink_query);
+  gst_element_add_pad(GST_ELEMENT(self), p->sinkpad);
+  p->srcpad = gst_pad_new_from_template(gst_element_class_get_pad_template(klass, "src"), "src");
+  gst_pad_set_query_function(p->srcpad, gst_mel_vocoder_src_query);
+  gst_pad_use_fixed_caps(p->srcpad);
+  gst_element_add_pad(GST_ELEMENT(self), p->srcpad);
+  p->adapter = gst_adapter_new();
+  p->device = g_strdup("cpu");
+  p->lookahead = -1;
+  p->next_pts = GST_CLOCK_TIME_NONE;
+  p->utterance_pts = GST_CLOCK_TIME_NONE;
+  gst_segment_init(&p->in_segment, GST_FORMAT_UNDEFINED);
+  p->segment_pending = TRUE;
+}

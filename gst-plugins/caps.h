@@ -1,0 +1,45 @@
+// The caps contract between chatterbox elements: audio/x-mel-spectrogram
+// (every field that changes the meaning of a number), audio/x-speech-tokens,
+// and conversion between caps and chatterbox::MelFormat.
+#pragma once
+
+#include <gst/gst.h>
+
+#include "gst-plugins/core/mel_format.h"
+
+#include <string>
+
+#define CHATTERBOX_MEL_MEDIA_TYPE "audio/x-mel-spectrogram"
+#define CHATTERBOX_TOKENS_MEDIA_TYPE "audio/x-speech-tokens"
+
+// Template caps: any mel layout (F32LE, frame-major, natural log).
+#define CHATTERBOX_MEL_TEMPLATE_CAPS \
+  CHATTERBOX_MEL_MEDIA_TYPE ", format=(string)F32LE, layout=(string)frame-major, log=(string)ln"
+
+// S3 speech tokens: one S32LE id per token, 25 tokens per second.
+#define CHATTERBOX_TOKENS_CAPS                                                                 \
+  CHATTERBOX_TOKENS_MEDIA_TYPE ", format=(string)S32LE, codebook=(string)s3-v2-25hz, vocab-size=(int)6561, " \
+                               "rate=(int)25"
+
+#define CHATTERBOX_AUDIO_CAPS(rate) \
+  "audio/x-raw, format=(string)F32LE, layout=(string)interleaved, channels=(int)1, rate=(int)" #rate
+
+namespace chatterbox {
+
+// Fully fixed caps describing `f`.
+GstCaps* mel_format_to_caps(const MelFormat& f);
+
+// Reads every field of fixed mel caps. Returns false and sets *why (a sentence
+// naming the missing or malformed field) when the caps do not describe a
+// complete mel layout.
+bool mel_format_from_caps(const GstCaps* caps, MelFormat* out, std::string* why);
+
+// Explains why `offered` (possibly partial or unfixed) caps cannot carry the
+// model's `expected` layout: the fields whose values disagree, worded for the
+// user. Empty when they are compatible.
+std::string explain_mel_caps_mismatch(const MelFormat& expected, const GstCaps* offered);
+
+// Mono F32LE audio caps at `rate`.
+GstCaps* audio_caps(int rate);
+
+}  // namespace chatterbox

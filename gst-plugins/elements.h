@@ -1,0 +1,11 @@
+// Registration entry points of every element of the chatterbox plugin.
+#pragma once
+
+#include <gst/gst.h>
+
+G_BEGIN_DECLS
+GST_ELEMENT_REGISTER_DECLARE(vocosdec);
+GST_ELEMENT_REGISTER_DECLARE(hiftdec);
+GST_ELEMENT_REGISTER_DECLARE(melspec);
+GST_ELEMENT_REGISTER_DECLARE(chatterboxvocoder);
+G_END_DECLS

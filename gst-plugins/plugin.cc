@@ -1,0 +1,16 @@
+// The `chatterbox` GStreamer plugin: neural text-to-speech elements.
+#include "gst-plugins/elements.h"
+
+#ifndef PACKAGE
+#define PACKAGE "gst-chatterbox"
+#endif
+
+static gboolean plugin_init(GstPlugin* plugin) {
+  gboolean ok = TRUE;
+  ok &= GST_ELEMENT_REGISTER(melspec, plugin);
+  return ok;
+}
+
+GST_PLUGIN_DEFINE(GST_VERSION_MAJOR, GST_VERSION_MINOR, chatterbox,
+                  "Chatterbox text-to-speech (T3, S3Gen) with Vocos and HiFT vocoders, as pipeline elements",
+                  plugin_init, CHATTERBOX_VERSION, "MIT", "gst-chatterbox", "https://github.com/gst-chatterbox/gst-chatterbox")
