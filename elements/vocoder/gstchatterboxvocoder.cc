@@ -181,8 +181,9 @@ static void gst_chatterbox_vocoder_class_init(GstChatterboxVocoderClass* klass) 
 }
 
 static void gst_chatterbox_vocoder_init(GstChatterboxVocoder* self) {
-  self->sink_ghost = gst_ghost_pad_new_no_target_from_static_template("sink", &sink_template);
-  self->src_ghost = gst_ghost_pad_new_no_target_from_static_template("src", &src_template);
+  GstElementClass* klass = GST_ELEMENT_GET_CLASS(self);
+  self->sink_ghost = gst_ghost_pad_new_no_target_from_template("sink", gst_element_class_get_pad_template(klass, "sink"));
+  self->src_ghost = gst_ghost_pad_new_no_target_from_template("src", gst_element_class_get_pad_template(klass, "src"));
   gst_element_add_pad(GST_ELEMENT(self), self->sink_ghost);
   gst_element_add_pad(GST_ELEMENT(self), self->src_ghost);
   self->device = g_strdup("cpu");
