@@ -1,0 +1,592 @@
+// Vocos: module tree (for loading by state-dict name and for the reference-
+// order baseline), a fast channels-last inference path, and exact streaming.
+//
+// Fast path. Activations stay [B*T, C] (frame-major) from the embedding to the
+// head, so the pointwise convs are plain GEMMs with no transposes; the
+// embedding conv is one GEMM over an im2col view; the depthwise conv and the
+// following LayerNorm are one fused pass on CPU; the layer scale gamma is
+// folded into pwconv2 at load and the residual add is the GEMM's beta=1
+// accumulate; the head runs one batched inverse real FFT over all frames and
+// overlap-adds with ceil(n_fft/hop) strided slice adds.
+//
+// Streaming. One backbone output frame depends on input frames t±R
+// (R = 3 per kernel-7 conv); one sample u of the untrimmed overlap-add depends
+// on the frames t with t*hop <= u < t*hop + n_fft, i.e. only on frames up to
+// u/hop. So after N frames every sample u < (N-R)*hop is final. feed() keeps
+// the last few mel frames, reruns the model on [left context .. newest frame]
+// and emits exactly the samples an utterance `lookahead` frames shorter would
+// end with; the context kept is bounded by R + ceil(n_fft/hop) + lookahead.
+#include "elements/vocoder/vocos/vocos.h"
+
+#include "gst-plugins/core/checkpoint.h"
+#include "gst-plugins/core/module_loader.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/types.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <stdexcept>
+#include <vector>
+
+namespace chatterbox {
+
+namespace {
+
+namespace nn = torch::nn;
+
+// --- module tree: names mirror vocos.models / vocos.heads state dicts -------
+
+struct ConvNeXtBlockImpl : nn::Module {
+  nn::Conv1d dwconv{nullptr};
+  nn::LayerNorm norm{nullptr};
+  nn::Linear pwconv1{nullptr}, pwconv2{nullptr};
+  torch::Tensor gamma;
+  explicit ConvNeXtBlockImpl(const VocosConfig& c) {
+    dwconv = register_module("dwconv", nn::Conv1d(nn::Conv1dOptions(c.dim, c.dim, 7).padding(3).groups(c.dim)));
+    norm = register_module("norm", nn::LayerNorm(nn::LayerNormOptions({c.dim}).eps(c.layer_norm_eps)));
+    pwconv1 = register_module("pwconv1", nn::Linear(c.dim, c.intermediate_dim));
+    pwconv2 = register_module("pwconv2", nn::Linear(c.intermediate_dim, c.dim));
+    // layer_scale_init_value = 1 / num_layers in the reference.
+    gamma = register_parameter("gamma", torch::full({c.dim}, 1.0 / std::max(1, c.num_layers)));
+  }
+};
+TORCH_MODULE(ConvNeXtBlock);
+
+struct BackboneImpl : nn::Module {
+  nn::Conv1d embed{nullptr};
+  nn::LayerNorm norm{nullptr};
+  nn::ModuleList convnext;
+  nn::LayerNorm final_layer_norm{nullptr};
+  explicit BackboneImpl(const VocosConfig& c) {
+    embed = register_module("embed", nn::Conv1d(nn::Conv1dOptions(c.input_channels, c.dim, 7).padding(3)));
+    norm = register_module("norm", nn::LayerNorm(nn::LayerNormOptions({c.dim}).eps(c.layer_norm_eps)));
+    convnext = register_module("convnext", nn::ModuleList());
+    for (int i = 0; i < c.num_layers; ++i) convnext->push_back(ConvNeXtBlock(c));
+    final_layer_norm =
+        register_module("final_layer_norm", nn::LayerNorm(nn::LayerNormOptions({c.dim}).eps(c.layer_norm_eps)));
+  }
+  ConvNeXtBlockImpl& block(size_t i) { return *convnext[i]->as<ConvNeXtBlockImpl>(); }
+};
+TORCH_MODULE(Backbone);
+
+struct ISTFTImpl : nn::Module {
+  torch::Tensor window;
+  explicit ISTFTImpl(const VocosConfig& c) {
+    window = register_buffer("window", torch::hann_window(c.win_length, /*periodic=*/true));
+  }
+};
+TORCH_MODULE(ISTFT);
+
+struct HeadImpl : nn::Module {
+  nn::Linear out{nullptr};
+  ISTFT istft{nullptr};
+  explicit HeadImpl(const VocosConfig& c) {
+    out = register_module("out", nn::Linear(c.dim, c.n_fft + 2));
+    istft = register_module("istft", ISTFT(c));
+  }
+};
+TORCH_MODULE(Head);
+
+struct NetImpl : nn::Module {
+  Backbone backbone{nullptr};
+  Head head{nullptr};
+  explicit NetImpl(const VocosConfig& c) {
+    backbone = register_module("backbone", Backbone(c));
+    head = register_module("head", Head(c));
+  }
+};
+TORCH_MODULE(Net);
+
+// --- fast-path weights ------------------------------------------------------------
+
+struct Block {
+  at::Tensor dw_taps;  // [7, C]: tap-major, for the fused channels-last kernel
+  at::Tensor dw_w;     // [C, 1, 7]: for at::conv1d on other devices
+  at::Tensor dw_b, ln_w, ln_b;
+  at::Tensor w1, b1;    // [I, C], [I]
+  at::Tensor w2g, b2g;  // gamma * pwconv2: [C, I], [C]
+};
+
+struct Packed {
+  at::Tensor embed_w;  // [dim, 7 * n_mels], column k * n_mels + c = conv weight [o, c, k]
+  at::Tensor embed_b, norm_w, norm_b;
+  std::vector<Block> blocks;
+  at::Tensor final_w, final_b;
+  at::Tensor out_w, out_b;  // [n_fft + 2, dim]
+  at::Tensor window;        // [n_fft]
+  at::Tensor window_sq_rows;  // [R, hop]: window², zero-padded to R*hop
+};
+
+Packed pack(Net& net, const VocosConfig& c) {
+  torch::NoGradGuard ng;
+  Packed p;
+  auto& bb = *net->backbone;
+  const int64_t M = c.input_channels;
+  p.embed_w = bb.embed->weight.permute({0, 2, 1}).reshape({c.dim, 7 * M}).contiguous();
+  p.embed_b = bb.embed->bias;
+  p.norm_w = bb.norm->weight;
+  p.norm_b = bb.norm->bias;
+  for (int i = 0; i < c.num_layers; ++i) {
+    auto& b = bb.block(i);
+    Block k;
+    k.dw_w = b.dwconv->weight;
+    k.dw_taps = b.dwconv->weight.reshape({c.dim, 7}).t().contiguous();
+    k.dw_b = b.dwconv->bias;
+    k.ln_w = b.norm->weight;
+    k.ln_b = b.norm->bias;
+    k.w1 = b.pwconv1->weight;
+    k.b1 = b.pwconv1->bias;
+    // x + gamma * (W2 h + b2) = x + (gamma W2) h + gamma b2.
+    k.w2g = (b.pwconv2->weight * b.gamma.unsqueeze(1)).contiguous();
+    k.b2g = b.pwconv2->bias * b.gamma;
+    p.blocks.push_back(k);
+  }
+  p.final_w = bb.final_layer_norm->weight;
+  p.final_b = bb.final_layer_norm->bias;
+  p.out_w = net->head->out->weight;
+  p.out_b = net->head->out->bias;
+  p.window = net->head->istft->window;
+  const int64_t R = (c.n_fft + c.hop_length - 1) / c.hop_length;
+  p.window_sq_rows = at::constant_pad_nd(p.window.square(), {0, R * c.hop_length - c.n_fft}).reshape({R, c.hop_length});
+  return p;
+}
+
+// Depthwise kernel-7 conv (zero padding 3) followed by LayerNorm over
+// channels, channels-last, one pass per frame. x, out: [B, T, C].
+void dwconv_layernorm_cpu(const float* x, int64_t B, int64_t T, int64_t C, const float* taps, const float* bias,
+                          const float* g, const float* beta, float eps, float* out) {
+  at::parallel_for(0, B * T, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(C);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / T, t = i % T;
+      float* __restrict r = row.data();
+      for (int64_t c = 0; c < C; ++c) r[c] = bias[c];
+      for (int64_t k = 0; k < 7; ++k) {
+        const int64_t tt = t + k - 3;
+        if (tt < 0 || tt >= T) continue;
+        const float* __restrict xr = x + (b * T + tt) * C;
+        const float* __restrict wk = taps + k * C;
+        for (int64_t c = 0; c < C; ++c) r[c] += wk[c] * xr[c];
+      }
+      double sum = 0.0;
+      for (int64_t c = 0; c < C; ++c) sum += r[c];
+      const float mean = static_cast<float>(sum / C);
+      double sq = 0.0;
+      for (int64_t c = 0; c < C; ++c) {
+        const double d = r[c] - mean;
+        sq += d * d;
+      }
+      const float rstd = static_cast<float>(1.0 / std::sqrt(sq / C + eps));
+      float* __restrict o = out + i * C;
+      for (int64_t c = 0; c < C; ++c) o[c] = (r[c] - mean) * rstd * g[c] + beta[c];
+    }
+  });
+}
+
+at::Device parse_device(const std::string& s) {
+  at::Device d(at::kCPU);
+  try {
+    d = at::Device(s);
+  } catch (const c10::Error&) {
+    throw ModelError("Vocos: unknown device '" + s + "' (use \"cpu\" or \"cuda\")");
+  }
+  if (d.is_cuda() && !at::hasCUDA())
+    throw ModelError("Vocos: device '" + s +
+                     "' requested but CUDA is not available (this LibTorch build has no CUDA support or no GPU is "
+                     "visible); use device \"cpu\"");
+  if (!d.is_cpu() && !d.is_cuda()) throw ModelError("Vocos: device '" + s + "' is not supported (use \"cpu\" or \"cuda\")");
+  return d;
+}
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+}  // namespace
+
+// --- Impl ----------------------------------------------------------------------------
+
+struct VocosVocoder::Impl {
+  VocosConfig cfg;
+  at::Device device{at::kCPU};
+  Net net{nullptr};
+  Packed p;
+  int64_t R = 0;        // receptive frames each side
+  int64_t ola_rows = 0;  // ceil(n_fft / hop)
+
+  // Streaming state.
+  int64_t lookahead = 0;
+  at::Tensor buf;       // [n, n_mels] float32 CPU: mel frames [buf_start, frames_in)
+  int64_t buf_start = 0;
+  int64_t frames_in = 0;
+  int64_t samples_out = 0;
+
+  Impl(const VocosConfig& c, at::Device d) : cfg(c), device(d), net(Net(c)) {
+    R = cfg.receptive_frames();
+    ola_rows = (cfg.n_fft + cfg.hop_length - 1) / cfg.hop_length;
+    lookahead = cfg.exact_lookahead_frames();
+    clear_stream();
+  }
+
+  void finish_setup() {
+    torch::NoGradGuard ng;
+    net->eval();
+    for (auto& kv : net->named_parameters()) kv.value().set_requires_grad(false);
+    if (!device.is_cpu()) {
+      try {
+        net->to(device);
+      } catch (const c10::Error& e) {
+        throw ModelError("Vocos: cannot move the model to device '" + device.str() + "': " + e.what_without_backtrace());
+      }
+    }
+    p = pack(net, cfg);
+    check_nola();
+  }
+
+  // The reference asserts window envelope > 1e-11 on the kept samples; a
+  // window/hop pair that violates it cannot be inverted (checked once here,
+  // over a span that has both ends and a steady part).
+  void check_nola() {
+    const int64_t n = 2 * ola_rows + 1;
+    at::Tensor env = envelope(n).to(at::kCPU);
+    const int64_t off = cfg.trim_samples();
+    const int64_t len = cfg.output_samples(n);
+    double m = env.narrow(0, off, len).min().item<double>();
+    if (!(m > 1e-11))
+      throw ModelError("Vocos: the iSTFT window with n_fft " + std::to_string(cfg.n_fft) + " and hop " +
+                       std::to_string(cfg.hop_length) + " has zero overlap-add envelope (NOLA violated)");
+  }
+
+  void clear_stream() {
+    buf = at::empty({0, cfg.input_channels}, at::kFloat);
+    buf_start = 0;
+    frames_in = 0;
+    samples_out = 0;
+  }
+
+  at::TensorOptions fopts() const { return at::TensorOptions().dtype(at::kFloat).device(device); }
+
+  // x: [B, T, n_mels] on device -> [B, T, dim] (after final LayerNorm).
+  at::Tensor backbone_cl(const at::Tensor& xin) const {
+    const int64_t B = xin.size(0), T = xin.size(1), M = xin.size(2), C = cfg.dim;
+    const float eps = static_cast<float>(cfg.layer_norm_eps);
+    if (T == 0) return at::empty({B, 0, C}, fopts());
+    at::Tensor xp = at::constant_pad_nd(xin, {0, 0, 3, 3}).contiguous();  // [B, T+6, M]
+    at::Tensor cols = xp.as_strided({B, T, 7, M}, {(T + 6) * M, M, M, 1}).reshape({B * T, 7 * M});
+    at::Tensor h = at::addmm(p.embed_b, cols, p.embed_w.t());
+    h = at::layer_norm(h, {C}, p.norm_w, p.norm_b, eps);
+    const bool fast = h.is_cpu() && h.scalar_type() == at::kFloat;
+    at::Tensor y = at::empty_like(h);
+    for (const Block& k : p.blocks) {
+      if (fast) {
+        dwconv_layernorm_cpu(h.data_ptr<float>(), B, T, C, k.dw_taps.data_ptr<float>(), k.dw_b.data_ptr<float>(),
+                             k.ln_w.data_ptr<float>(), k.ln_b.data_ptr<float>(), eps, y.data_ptr<float>());
+      } else {
+        at::Tensor d = at::conv1d(h.view({B, T, C}).transpose(1, 2), k.dw_w, k.dw_b, 1, 3, 1, C);
+        y = at::layer_norm(d.transpose(1, 2).reshape({B * T, C}), {C}, k.ln_w, k.ln_b, eps);
+      }
+      at::Tensor u = at::addmm(k.b1, y, k.w1.t());
+      at::gelu_(u);  // exact (erf)
+      h.add_(k.b2g);
+      h.addmm_(u, k.w2g.t());
+    }
+    h = at::layer_norm(h, {C}, p.final_w, p.final_b, eps);
+    return h.view({B, T, C});
+  }
+
+  // [B, T, dim] -> head.out pre-activations [B*T, n_fft+2].
+  at::Tensor head_linear(const at::Tensor& bb) const {
+    return at::addmm(p.out_b, bb.reshape({-1, cfg.dim}), p.out_w.t());
+  }
+
+  // [B, T, dim] -> windowed time frames [B, T, n_fft].
+  at::Tensor head_frames(const at::Tensor& bb) const {
+    const int64_t B = bb.size(0), T = bb.size(1), F = cfg.n_fft / 2 + 1;
+    at::Tensor z = head_linear(bb);
+    at::Tensor mag = z.narrow(1, 0, F).exp().clamp_max_(cfg.mag_clip_max);
+    at::Tensor spec = at::polar(mag, z.narrow(1, F, F));
+    // c2r transform: the imaginary parts of the DC and Nyquist bins are
+    // ignored, exactly as torch.fft.irfft does in the reference.
+    at::Tensor fr = at::fft_irfft(spec, cfg.n_fft, 1, "backward");
+    fr.mul_(p.window);
+    return fr.view({B, T, cfg.n_fft});
+  }
+
+  // Overlap-added squared window of n frames: [(n + rows - 1) * hop].
+  at::Tensor envelope(int64_t n) const {
+    at::Tensor e = at::zeros({n + ola_rows - 1, cfg.hop_length}, fopts());
+    for (int64_t r = 0; r < ola_rows; ++r) e.narrow(0, r, n).add_(p.window_sq_rows[r]);
+    return e.view({-1});
+  }
+
+  // Frames fr [B, n, n_fft] whose first is absolute frame t0 -> samples
+  // [u0, u1) of the untrimmed overlap-add, divided by the window envelope of
+  // the same frames. Exact for every u whose covering frames all lie in
+  // [t0, t0+n).
+  at::Tensor overlap_add(const at::Tensor& fr, int64_t t0, int64_t u0, int64_t u1) const {
+    const int64_t B = fr.size(0), n = fr.size(1), hop = cfg.hop_length, rows = ola_rows;
+    at::Tensor f = fr;
+    if (rows * hop != cfg.n_fft) f = at::constant_pad_nd(fr, {0, rows * hop - cfg.n_fft});
+    at::Tensor y = at::zeros({B, n + rows - 1, hop}, fopts());
+    for (int64_t r = 0; r < rows; ++r) y.narrow(1, r, n).add_(f.narrow(2, r * hop, hop));
+    const int64_t a = u0 - t0 * hop, len = u1 - u0;
+    at::Tensor env = envelope(n).narrow(0, a, len);
+    return y.view({B, -1}).narrow(1, a, len).div(env);
+  }
+
+  at::Tensor forward(const at::Tensor& mel) const {
+    torch::NoGradGuard ng;
+    if (mel.dim() != 3 || mel.size(1) != cfg.input_channels)
+      throw std::invalid_argument("Vocos forward: expected mel [B, " + std::to_string(cfg.input_channels) +
+                                  ", T], got " + shape_str(mel.sizes()));
+    const int64_t B = mel.size(0), T = mel.size(2);
+    const int64_t total = cfg.output_samples(T);
+    if (total == 0) return at::empty({B, 0}, mel.options().dtype(at::kFloat));
+    at::Tensor x = mel.to(device, at::kFloat).transpose(1, 2).contiguous();
+    at::Tensor fr = head_frames(backbone_cl(x));
+    const int64_t off = cfg.trim_samples();
+    return overlap_add(fr, 0, off, off + total).to(mel.device());
+  }
+
+  // --- streaming ---
+
+  // Emits trimmed samples [samples_out, min(target, output_samples(frames_in))),
+  // treating frames_in as the (provisional) end of the utterance.
+  at::Tensor render(int64_t target) {
+    const int64_t N = frames_in, hop = cfg.hop_length, off = cfg.trim_samples();
+    const int64_t end = std::min(target, cfg.output_samples(N));
+    if (N == 0 || end <= samples_out) return at::empty({0}, at::kFloat);
+    const int64_t u0 = samples_out + off, u1 = end + off;  // untrimmed
+    const int64_t t_lo = std::max<int64_t>(0, floor_div(u0 - cfg.n_fft, hop) + 1);
+    const int64_t t_hi = std::min(N - 1, (u1 - 1) / hop);
+    const int64_t a = std::max<int64_t>(0, t_lo - R);
+    const int64_t b = std::min(N, t_hi + R + 1);
+    TORCH_CHECK(a >= buf_start, "Vocos streaming: context frame ", a, " was already dropped");
+    at::Tensor x = buf.narrow(0, a - buf_start, b - a).unsqueeze(0).to(device);
+    at::Tensor bb = backbone_cl(x).narrow(1, t_lo - a, t_hi - t_lo + 1);
+    at::Tensor out = overlap_add(head_frames(bb), t_lo, u0, u1).view({-1}).to(at::kCPU);
+    samples_out = end;
+    // Drop what the next call cannot need: its first frame is at most t_lo'
+    // (samples_out only grows), minus R frames of context.
+    const int64_t next_lo = std::max<int64_t>(0, floor_div(samples_out + off - cfg.n_fft, hop) + 1);
+    const int64_t keep_from = std::max<int64_t>(0, next_lo - R);
+    if (keep_from > buf_start) {
+      buf = buf.narrow(0, keep_from - buf_start, buf.size(0) - (keep_from - buf_start)).clone();
+      buf_start = keep_from;
+    }
+    return out;
+  }
+
+  at::Tensor feed(const at::Tensor& frames) {
+    torch::NoGradGuard ng;
+    if (frames.dim() != 2 || frames.size(1) != cfg.input_channels)
+      throw std::invalid_argument("Vocos feed: expected frames [T, " + std::to_string(cfg.input_channels) +
+                                  "], got " + shape_str(frames.sizes()));
+    if (frames.size(0) > 0) {
+      at::Tensor f = frames.to(at::kCPU, at::kFloat).contiguous();
+      buf = buf.size(0) == 0 ? f.clone() : at::cat({buf, f}, 0);
+      frames_in += frames.size(0);
+    }
+    // What an utterance `lookahead` frames shorter would give in total.
+    return render(cfg.output_samples(frames_in - lookahead));
+  }
+
+  at::Tensor drain() {
+    torch::NoGradGuard ng;
+    at::Tensor out = render(cfg.output_samples(frames_in));
+    clear_stream();
+    return out;
+  }
+};
+
+// --- public class ------------------------------------------------------------
+
+VocosVocoder::VocosVocoder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+VocosVocoder::~VocosVocoder() = default;
+
+std::unique_ptr<VocosVocoder> VocosVocoder::load(const std::string& path, const VocosLoadOptions& opts) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(path, ec))
+    throw ModelError("Vocos model '" + path + "' does not exist (give a checkpoint file or a directory holding "
+                     "pytorch_model.bin and config.yaml)");
+  std::string weights = path, yaml;
+  if (fs::is_directory(path, ec)) {
+    weights.clear();
+    for (const char* name : {"pytorch_model.bin", "model.safetensors"}) {
+      if (fs::exists(fs::path(path) / name, ec)) {
+        weights = (fs::path(path) / name).string();
+        break;
+      }
+    }
+    if (weights.empty())
+      throw ModelError("Vocos model directory '" + path +
+                       "' holds neither pytorch_model.bin nor model.safetensors (the charactr/vocos-mel-24khz layout)");
+  }
+  fs::path sibling = fs::path(weights).parent_path() / "config.yaml";
+  if (fs::exists(sibling, ec)) yaml = sibling.string();
+
+  const at::Device device = parse_device(opts.device);
+  if (opts.threads > 0) at::set_num_threads(opts.threads);
+
+  Checkpoint ck;
+  try {
+    ck = Checkpoint::open(weights);
+  } catch (const ModelError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw ModelError("Vocos model '" + weights + "' could not be read: " + e.what());
+  }
+  VocosConfig cfg = resolve_vocos_config(ck, yaml);
+  auto impl = std::make_unique<Impl>(cfg, device);
+  // The iSTFT window is a persistent buffer in the reference (present in the
+  // published checkpoint); a file without it gets the same periodic Hann.
+  load_module(*impl->net, ck, LoadOptions{{"head.istft.window"}});
+  for (const auto& kv : impl->net->named_parameters()) {
+    if (!at::isfinite(kv.value()).all().item<bool>())
+      throw ModelError("Vocos checkpoint '" + weights + "': tensor '" + kv.key() +
+                       "' holds NaN or infinite values; the file is damaged");
+  }
+  impl->finish_setup();
+  return std::unique_ptr<VocosVocoder>(new VocosVocoder(std::move(impl)));
+}
+
+std::unique_ptr<VocosVocoder> VocosVocoder::random(const VocosConfig& cfg, uint64_t seed,
+                                                   const VocosLoadOptions& opts) {
+  cfg.validate();
+  const at::Device device = parse_device(opts.device);
+  if (opts.threads > 0) at::set_num_threads(opts.threads);
+  auto impl = std::make_unique<Impl>(cfg, device);
+  {
+    torch::NoGradGuard ng;
+    // The fixtures' recipe: weights randn * gain / sqrt(fan_in) (gain 0.03 for
+    // the embedding, 1.35 for head.out, else 1), biases randn * 0.02,
+    // LayerNorm weights 1 + randn * 0.1, gamma randn * 0.5.
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    for (auto& kv : impl->net->named_parameters()) {
+      const std::string& name = kv.key();
+      at::Tensor& t = kv.value();
+      at::Tensor r = at::randn(t.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
+      auto ends = [&](const std::string& s) {
+        return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+      };
+      if (ends("gamma")) {
+        r.mul_(0.5);
+      } else if (ends(".bias")) {
+        r.mul_(0.02);
+      } else if (t.dim() == 1) {  // LayerNorm weight
+        r.mul_(0.1).add_(1.0);
+      } else {
+        const int64_t fan_in = t.size(1) * (t.dim() == 3 ? t.size(2) : 1);
+        double gain = name == "backbone.embed.weight" ? 0.03 : name == "head.out.weight" ? 1.35 : 1.0;
+        r.mul_(gain / std::sqrt(static_cast<double>(fan_in)));
+      }
+      t.copy_(r);
+    }
+  }
+  impl->finish_setup();
+  return std::unique_ptr<VocosVocoder>(new VocosVocoder(std::move(impl)));
+}
+
+const VocosConfig& VocosVocoder::config() const { return impl_->cfg; }
+std::string VocosVocoder::device() const { return impl_->device.str(); }
+
+std::map<std::string, at::Tensor> VocosVocoder::state_dict() const {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& kv : impl_->net->named_parameters()) out[kv.key()] = kv.value().detach().to(at::kCPU).clone();
+  for (const auto& kv : impl_->net->named_buffers()) out[kv.key()] = kv.value().detach().to(at::kCPU).clone();
+  return out;
+}
+
+const MelFormat& VocosVocoder::mel_format() const { return impl_->cfg.mel; }
+int64_t VocosVocoder::default_lookahead_frames() const { return impl_->cfg.exact_lookahead_frames(); }
+int64_t VocosVocoder::lookahead_frames() const { return impl_->lookahead; }
+void VocosVocoder::set_lookahead_frames(int64_t frames) {
+  if (frames < 0) throw std::invalid_argument("Vocos: lookahead must be >= 0 frames");
+  impl_->lookahead = frames;
+}
+at::Tensor VocosVocoder::feed(const at::Tensor& frames) { return impl_->feed(frames); }
+at::Tensor VocosVocoder::drain() { return impl_->drain(); }
+void VocosVocoder::reset() { impl_->clear_stream(); }
+int64_t VocosVocoder::samples_out() const { return impl_->samples_out; }
+int64_t VocosVocoder::frames_in() const { return impl_->frames_in; }
+int64_t VocosVocoder::buffered_frames() const { return impl_->buf.size(0); }
+at::Tensor VocosVocoder::forward(const at::Tensor& mel) { return impl_->forward(mel); }
+
+at::Tensor VocosVocoder::backbone(const at::Tensor& mel) const {
+  torch::NoGradGuard ng;
+  if (mel.dim() != 3 || mel.size(1) != impl_->cfg.input_channels)
+    throw std::invalid_argument("Vocos backbone: expected mel [B, " + std::to_string(impl_->cfg.input_channels) +
+                                ", T], got " + shape_str(mel.sizes()));
+  at::Tensor x = mel.to(impl_->device, at::kFloat).transpose(1, 2).contiguous();
+  return impl_->backbone_cl(x).to(mel.device());
+}
+
+std::pair<at::Tensor, at::Tensor> VocosVocoder::head_mag_phase(const at::Tensor& backbone_out) const {
+  torch::NoGradGuard ng;
+  const auto& c = impl_->cfg;
+  if (backbone_out.dim() != 3 || backbone_out.size(2) != c.dim)
+    throw std::invalid_argument("Vocos head: expected [B, T, " + std::to_string(c.dim) + "], got " +
+                                shape_str(backbone_out.sizes()));
+  const int64_t B = backbone_out.size(0), T = backbone_out.size(1), F = c.n_fft / 2 + 1;
+  at::Tensor z = impl_->head_linear(backbone_out.to(impl_->device, at::kFloat)).view({B, T, c.n_fft + 2});
+  at::Tensor mag = z.narrow(2, 0, F).exp().clamp_max_(c.mag_clip_max);
+  at::Tensor phase = z.narrow(2, F, F);
+  return {mag.transpose(1, 2).to(backbone_out.device()), phase.transpose(1, 2).to(backbone_out.device())};
+}
+
+at::Tensor VocosVocoder::forward_reference(const at::Tensor& mel_in) const {
+  torch::NoGradGuard ng;
+  const auto& c = impl_->cfg;
+  auto& bb = *impl_->net->backbone;
+  auto& head = *impl_->net->head;
+  at::Tensor x = mel_in.to(impl_->device, at::kFloat);
+  // VocosBackbone.forward
+  x = bb.embed->forward(x);
+  x = bb.norm->forward(x.transpose(1, 2)).transpose(1, 2);
+  for (int i = 0; i < c.num_layers; ++i) {
+    auto& b = bb.block(i);
+    at::Tensor residual = x;
+    at::Tensor y = b.dwconv->forward(x).transpose(1, 2);
+    y = b.norm->forward(y);
+    y = b.pwconv1->forward(y);
+    y = at::gelu(y);
+    y = b.pwconv2->forward(y);
+    y = b.gamma * y;
+    x = residual + y.transpose(1, 2);
+  }
+  x = bb.final_layer_norm->forward(x.transpose(1, 2));
+  // ISTFTHead.forward
+  at::Tensor z = head.out->forward(x).transpose(1, 2);
+  auto parts = z.chunk(2, 1);
+  at::Tensor mag = at::clamp_max(at::exp(parts[0]), c.mag_clip_max);
+  at::Tensor S = mag * at::complex(at::cos(parts[1]), at::sin(parts[1]));
+  const at::Tensor& window = head.istft->window;
+  const int64_t T = S.size(2);
+  if (c.padding == "center")
+    return at::istft(S, c.n_fft, c.hop_length, c.win_length, window, /*center=*/true, /*normalized=*/false,
+                     /*onesided=*/c10::nullopt, /*length=*/c10::nullopt, /*return_complex=*/false)
+        .to(mel_in.device());
+  const int64_t pad = (c.win_length - c.hop_length) / 2;
+  at::Tensor ifft = at::fft_irfft(S, c.n_fft, 1, "backward") * window.view({1, -1, 1});
+  const int64_t size = (T - 1) * c.hop_length + c.win_length;
+  at::Tensor y = at::col2im(ifft, {1, size}, {1, c.win_length}, {1, 1}, {0, 0}, {1, c.hop_length})
+                     .select(1, 0)
+                     .select(1, 0)
+                     .slice(1, pad, size - pad);
+  at::Tensor wsq = window.square().expand({1, T, -1}).transpose(1, 2);
+  at::Tensor env = at::col2im(wsq, {1, size}, {1, c.win_length}, {1, 1}, {0, 0}, {1, c.hop_length})
+                       .view({-1})
+                       .slice(0, pad, size - pad);
+  return (y / env).to(mel_in.device());
+}
+
+}  // namespace chatterbox
