@@ -1,5 +1,6 @@
 #include "elements/t3/model/t3.h"
 
+#include "elements/t3/model/small_gemm.h"
 #include "gst-plugins/core/checkpoint.h"
 
 #include <ATen/ATen.h>
@@ -123,10 +124,12 @@ T3Cond T3Cond::with_exaggeration(double exaggeration) const {
 namespace {
 struct Layer {
   Tensor ln1, ln2;   // input_layernorm, post_attention_layernorm [H]
-  Tensor w_qkv_t;    // [H, (nh + 2 nkv) d]: q_proj | k_proj | v_proj, transposed
-  Tensor w_o_t;      // [nh d, H]
-  Tensor w_gu_t;     // [H, 2 I]: gate_proj | up_proj, transposed
-  Tensor w_down_t;   // [I, H]
+  // nn.Linear layout [out, in]; projections that read the same input are
+  // fused into one matrix so a step streams each weight once.
+  Tensor w_qkv;   // [(nh + 2 nkv) d, H]: q_proj | k_proj | v_proj
+  Tensor w_o;     // [H, nh d]
+  Tensor w_gu;    // [2 I, H]: gate_proj | up_proj
+  Tensor w_down;  // [H, I]
 };
 
 Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
@@ -144,7 +147,7 @@ struct T3Model::Impl {
   std::vector<Layer> layers;
   Tensor norm_w;
   Tensor text_emb, text_pos_emb, speech_emb, speech_pos_emb;
-  Tensor speech_head_t;  // [H, V]
+  Tensor speech_head;  // [V, H]
   // conditioning encoder
   Tensor spkr_w, spkr_b, emo_w;
   Tensor pq, p_ln_w, p_ln_b, p_q_w, p_q_b, p_k_w, p_k_b, p_v_w, p_v_b, p_o_w, p_o_b;
@@ -222,7 +225,7 @@ struct BackboneSession::Impl {
     for (size_t li = 0; li < m->layers.size(); ++li) {
       const Layer& ly = m->layers[li];
       Tensor h = rms_norm(x, ly.ln1, L.rms_norm_eps);
-      Tensor qkv = at::matmul(h, ly.w_qkv_t);  // [B, S, (nh + 2 nkv) d]
+      Tensor qkv = small_rows_matmul_t(h, ly.w_qkv);  // [B, S, (nh + 2 nkv) d]
       Tensor q = qkv.narrow(-1, 0, nh * d).view({B, S, nh, d}).transpose(1, 2);
       Tensor k = qkv.narrow(-1, nh * d, nkv * d).view({B, S, nkv, d}).transpose(1, 2);
       Tensor v = qkv.narrow(-1, (nh + nkv) * d, nkv * d).view({B, S, nkv, d}).transpose(1, 2);
@@ -240,11 +243,11 @@ struct BackboneSession::Impl {
       if (mask.defined()) scores.add_(mask);
       Tensor o = at::matmul(at::softmax(scores, -1), V);  // [B, nh, S, d]
       o = o.transpose(1, 2).reshape({B, S, nh * d});
-      x = x + at::matmul(o, ly.w_o_t);
+      x = x + small_rows_matmul_t(o, ly.w_o);
       Tensor h2 = rms_norm(x, ly.ln2, L.rms_norm_eps);
-      Tensor gu = at::matmul(h2, ly.w_gu_t);  // [B, S, 2I]
+      Tensor gu = small_rows_matmul_t(h2, ly.w_gu);  // [B, S, 2I]
       Tensor a = at::silu(gu.narrow(-1, 0, I)).mul_(gu.narrow(-1, I, I));
-      x = x + at::matmul(a, ly.w_down_t);
+      x = x + small_rows_matmul_t(a, ly.w_down);
       if (layer_outputs) layer_outputs->push_back(x);
     }
     len = T;
@@ -291,11 +294,11 @@ std::shared_ptr<T3Model::Impl> build_from_checkpoint(const Checkpoint& ck, const
     Layer ly;
     ly.ln1 = lc.get("input_layernorm.weight", {H});
     ly.ln2 = lc.get("post_attention_layernorm.weight", {H});
-    ly.w_qkv_t = at::cat({lc.get("self_attn.q_proj.weight", {nh * d, H}), lc.get("self_attn.k_proj.weight", {nkv * d, H}),
-                          lc.get("self_attn.v_proj.weight", {nkv * d, H})}, 0).t().contiguous();
-    ly.w_o_t = lc.get("self_attn.o_proj.weight", {H, nh * d}).t().contiguous();
-    ly.w_gu_t = at::cat({lc.get("mlp.gate_proj.weight", {I, H}), lc.get("mlp.up_proj.weight", {I, H})}, 0).t().contiguous();
-    ly.w_down_t = lc.get("mlp.down_proj.weight", {H, I}).t().contiguous();
+    ly.w_qkv = at::cat({lc.get("self_attn.q_proj.weight", {nh * d, H}), lc.get("self_attn.k_proj.weight", {nkv * d, H}),
+                        lc.get("self_attn.v_proj.weight", {nkv * d, H})}, 0);
+    ly.w_o = lc.get("self_attn.o_proj.weight", {H, nh * d}).contiguous();
+    ly.w_gu = at::cat({lc.get("mlp.gate_proj.weight", {I, H}), lc.get("mlp.up_proj.weight", {I, H})}, 0);
+    ly.w_down = lc.get("mlp.down_proj.weight", {H, I}).contiguous();
     m->layers.push_back(std::move(ly));
   }
   const std::string extra = "tfmr.layers." + std::to_string(L.num_hidden_layers) + ".input_layernorm.weight";
@@ -307,7 +310,7 @@ std::shared_ptr<T3Model::Impl> build_from_checkpoint(const Checkpoint& ck, const
   m->text_pos_emb = ck.get("text_pos_emb.emb.weight", {cfg.max_text_tokens + 2, H});
   m->speech_emb = ck.get("speech_emb.weight", {cfg.speech_tokens_dict_size, H});
   m->speech_pos_emb = ck.get("speech_pos_emb.emb.weight", {cfg.max_speech_tokens + 4, H});
-  m->speech_head_t = ck.get("speech_head.weight", {cfg.speech_tokens_dict_size, H}).t().contiguous();
+  m->speech_head = ck.get("speech_head.weight", {cfg.speech_tokens_dict_size, H}).contiguous();
   Checkpoint ce = ck.sub("cond_enc.");
   m->spkr_w = ce.get("spkr_enc.weight", {H, cfg.speaker_embed_size});
   m->spkr_b = ce.get("spkr_enc.bias", {H});
@@ -356,17 +359,17 @@ T3Model T3Model::random(const T3Config& config, uint64_t seed) {
   auto normal = [&](std::vector<int64_t> shape, double std) {
     return at::normal(0.0, std, shape, gen).contiguous();
   };
-  // Linear weights N(0, 1/fan_in), stored as [in, out] directly.
-  auto lin_t = [&](int64_t in, int64_t out) { return normal({in, out}, 1.0 / std::sqrt(static_cast<double>(in))); };
+  // Linear weights N(0, 1/fan_in), [out, in].
+  auto lin = [&](int64_t out, int64_t in) { return normal({out, in}, 1.0 / std::sqrt(static_cast<double>(in))); };
   auto norm_w = [&](int64_t n) { return 1.0 + normal({n}, 0.1); };
   for (int64_t i = 0; i < L.num_hidden_layers; ++i) {
     Layer ly;
     ly.ln1 = norm_w(H);
     ly.ln2 = norm_w(H);
-    ly.w_qkv_t = lin_t(H, (nh + 2 * nkv) * d);
-    ly.w_o_t = lin_t(nh * d, H);
-    ly.w_gu_t = lin_t(H, 2 * I);
-    ly.w_down_t = lin_t(I, H);
+    ly.w_qkv = lin((nh + 2 * nkv) * d, H);
+    ly.w_o = lin(H, nh * d);
+    ly.w_gu = lin(2 * I, H);
+    ly.w_down = lin(H, I);
     m->layers.push_back(std::move(ly));
   }
   m->norm_w = norm_w(H);
@@ -374,7 +377,7 @@ T3Model T3Model::random(const T3Config& config, uint64_t seed) {
   m->text_pos_emb = normal({cfg.max_text_tokens + 2, H}, 0.2);
   m->speech_emb = normal({cfg.speech_tokens_dict_size, H}, 0.5);
   m->speech_pos_emb = normal({cfg.max_speech_tokens + 4, H}, 0.2);
-  m->speech_head_t = lin_t(H, cfg.speech_tokens_dict_size) * 2.0;
+  m->speech_head = lin(cfg.speech_tokens_dict_size, H) * 2.0;
   m->spkr_w = normal({H, cfg.speaker_embed_size}, 8.0 / std::sqrt(static_cast<double>(cfg.speaker_embed_size)));
   m->spkr_b = normal({H}, 0.02);
   m->emo_w = normal({H, 1}, 1.0);
@@ -483,7 +486,7 @@ at::Tensor T3Model::backbone(const at::Tensor& inputs_embeds, std::vector<at::Te
 
 at::Tensor T3Model::speech_logits(const at::Tensor& hidden) const {
   c10::NoGradGuard ng;
-  return at::matmul(hidden, impl_->speech_head_t);
+  return small_rows_matmul_t(hidden, impl_->speech_head);
 }
 
 at::Tensor T3Model::rope_inv_freq() const { return impl_->inv_freq; }
@@ -554,7 +557,7 @@ void T3Generator::start(const std::vector<int64_t>& text_ids, const T3Cond& cond
   g.session = std::make_unique<BackboneSession>(g.model, g.B, x.size(1) + g.opts.max_new_tokens);
   Tensor h = g.session->forward(x);
   g.hidden = h.select(1, h.size(1) - 1).contiguous();
-  g.logits = at::matmul(g.hidden, m.speech_head_t);
+  g.logits = small_rows_matmul_t(g.hidden, m.speech_head);
   g.tokens.clear();
   g.seen = at::zeros({cfg.speech_tokens_dict_size}, at::kBool);
   g.seen[cfg.start_speech_token] = true;
@@ -577,7 +580,7 @@ int64_t T3Generator::next_token() {
     g.input_embed = g.model.speech_input_embed(g.pending, step);
     Tensor x = g.input_embed.view({1, 1, -1}).expand({g.B, 1, g.input_embed.size(0)});
     g.hidden = g.session->forward(x).select(1, 0).contiguous();
-    g.logits = at::matmul(g.hidden, m.speech_head_t);
+    g.logits = small_rows_matmul_t(g.hidden, m.speech_head);
     g.pending = -1;
   }
   Tensor l = g.B == 2 ? g.logits[0] + o.cfg_weight * (g.logits[0] - g.logits[1]) : g.logits[0].clone();

@@ -1,0 +1,108 @@
+// y = x W^T for a handful of rows x (decode steps: the CFG pair), reading the
+// weight matrix once. Decoding one token is bound by memory bandwidth (every
+// weight is read once per token); a BLAS sgemm with M = 2 packs W first and
+// per-row gemv reads W twice, both measured 1.7-3x slower here.
+#include "elements/t3/model/small_gemm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define T3_HAVE_X86 1
+#endif
+
+namespace chatterbox::t3 {
+
+namespace {
+
+// Scalar reference path (any CPU): same loop structure, no SIMD.
+void rows_generic(const float* W, const float* x, float* y, int64_t M, int64_t N, int64_t K, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const float* w = W + n * K;
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xm = x + m * K;
+      float acc = 0.f;
+      for (int64_t k = 0; k < K; ++k) acc += w[k] * xm[k];
+      y[m * N + n] = acc;
+    }
+  }
+}
+
+#ifdef T3_HAVE_X86
+__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// M rows of x (M <= 4) against 2 rows of W per iteration: each W element is
+// loaded once and used M times.
+template <int M>
+__attribute__((target("avx2,fma"))) void rows_avx2(const float* W, const float* x, float* y, int64_t N, int64_t K,
+                                                  int64_t n0, int64_t n1) {
+  const int64_t K8 = K & ~int64_t(7);
+  int64_t n = n0;
+  for (; n + 2 <= n1; n += 2) {
+    const float* w0 = W + n * K;
+    const float* w1 = w0 + K;
+    __m256 a0[M], a1[M];
+    for (int m = 0; m < M; ++m) a0[m] = a1[m] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K8; k += 8) {
+      __m256 v0 = _mm256_loadu_ps(w0 + k), v1 = _mm256_loadu_ps(w1 + k);
+      for (int m = 0; m < M; ++m) {
+        __m256 xv = _mm256_loadu_ps(x + m * K + k);
+        a0[m] = _mm256_fmadd_ps(v0, xv, a0[m]);
+        a1[m] = _mm256_fmadd_ps(v1, xv, a1[m]);
+      }
+    }
+    for (int m = 0; m < M; ++m) {
+      float s0 = hsum(a0[m]), s1 = hsum(a1[m]);
+      for (int64_t k = K8; k < K; ++k) s0 += w0[k] * x[m * K + k], s1 += w1[k] * x[m * K + k];
+      y[m * N + n] = s0;
+      y[m * N + n + 1] = s1;
+    }
+  }
+  if (n < n1) rows_generic(W, x, y, M, N, K, n, n1);
+}
+
+bool have_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+#endif
+
+}  // namespace
+
+at::Tensor small_rows_matmul_t(const at::Tensor& x_in, const at::Tensor& W) {
+  const int64_t K = W.size(1), N = W.size(0);
+  const int64_t M = x_in.numel() / K;
+  if (M > 4 || M == 0 || !W.is_contiguous() || W.scalar_type() != at::kFloat || !W.device().is_cpu())
+    return at::linear(x_in, W);
+  at::Tensor x = x_in.contiguous();
+  std::vector<int64_t> out_shape = x.sizes().vec();
+  out_shape.back() = N;
+  at::Tensor y = at::empty(out_shape, x.options());
+  const float* wp = W.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  // Grain: ~64 KiB of weights per task at least.
+  const int64_t grain = std::max<int64_t>(16, (16384 / std::max<int64_t>(K, 1)) & ~int64_t(1));
+  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+#ifdef T3_HAVE_X86
+    if (have_avx2()) {
+      switch (M) {
+        case 1: return rows_avx2<1>(wp, xp, yp, N, K, n0, n1);
+        case 2: return rows_avx2<2>(wp, xp, yp, N, K, n0, n1);
+        case 3: return rows_avx2<3>(wp, xp, yp, N, K, n0, n1);
+        default: return rows_avx2<4>(wp, xp, yp, N, K, n0, n1);
+      }
+    }
+#endif
+    rows_generic(wp, xp, yp, M, N, K, n0, n1);
+  });
+  return y;
+}
+
+}  // namespace chatterbox::t3
