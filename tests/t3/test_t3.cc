@@ -301,3 +301,13 @@ BOOST_AUTO_TEST_CASE(small_rows_kernel_matches_linear) {
       BOOST_TEST(max_abs_diff(got, ref) <= tol, "M " << M << " N " << nk.first << " K " << nk.second);
     }
 }
+
+BOOST_AUTO_TEST_CASE(conds_pt_loads_like_its_safetensors_twin) {
+  // conds.pt (torch.save zip) read through Checkpoint::open: same tensors, same
+  // conditioning, and the "gen" part is ignored.
+  T3Cond c = T3Cond::load(fixture("t3/conds_tiny.pt"));
+  BOOST_TEST(at::equal(c.speaker_emb, fx().cond.speaker_emb));
+  BOOST_TEST(at::equal(c.cond_prompt_speech_tokens, fx().cond.cond_prompt_speech_tokens));
+  BOOST_TEST(at::equal(c.emotion_adv, fx().cond.emotion_adv));
+  CHECK_CLOSE(fx().model.cond_embedding(c), fx().ck.get("test.cond_emb"), 1e-5);
+}
