@@ -1,0 +1,320 @@
+#define BOOST_TEST_MODULE hift
+#include <boost/test/unit_test.hpp>
+
+#include "elements/vocoder/hift/hift.h"
+#include "gst-plugins/core/checkpoint.h"
+#include "tests/fixtures.h"
+#include "tests/tensor_compare.h"
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
+
+using namespace chatterbox;
+using namespace chatterbox::hift;
+using chatterbox::test::fixture;
+using chatterbox::test::max_abs_diff;
+
+namespace {
+
+struct Tiny {
+  Checkpoint ck = Checkpoint::open(fixture("hift/hift_tiny.safetensors"));
+  std::shared_ptr<HiftModel> model = HiftModel::from_checkpoint(ck);
+  at::Tensor t(const std::string& name) const { return ck.get("test." + name); }
+};
+const Tiny& tiny() {
+  static Tiny t;
+  return t;
+}
+
+void report(const std::string& what, double err, double tol) {
+  std::cout << "  " << what << ": max abs " << err << " (tolerance " << tol << ")\n";
+  BOOST_TEST(err <= tol, what << ": " << err << " > " << tol);
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// Streams mel [1, 80, T] through `voc` in the given chunk sizes (cycled).
+at::Tensor stream(HiftVocoder& voc, const at::Tensor& mel, const std::vector<int64_t>& sizes) {
+  at::Tensor frames = mel[0].t().contiguous();  // [T, 80]
+  std::vector<at::Tensor> out;
+  int64_t pos = 0, i = 0;
+  while (pos < frames.size(0)) {
+    int64_t n = std::min<int64_t>(sizes[i++ % sizes.size()], frames.size(0) - pos);
+    out.push_back(voc.feed(frames.narrow(0, pos, n)));
+    pos += n;
+    BOOST_TEST(voc.frames_in() == pos);
+  }
+  out.push_back(voc.drain());
+  return at::cat(out);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(config_from_fixture_metadata) {
+  const HiftConfig& c = tiny().model->config();
+  BOOST_TEST(c.base_channels == 32);
+  BOOST_TEST(c.f0_cond_channels == 32);
+  BOOST_TEST(c.samples_per_frame() == 480);
+  BOOST_TEST(c.n_sines() == 9);
+  HiftConfig d = HiftConfig::chatterbox();
+  BOOST_TEST(d.base_channels == 512);
+  BOOST_TEST(d.f0_cond_channels == 512);
+  BOOST_TEST(HiftConfig::from_json(d.to_json()).source_resblock_kernel_sizes == d.source_resblock_kernel_sizes);
+}
+
+BOOST_AUTO_TEST_CASE(f0_matches_reference) {
+  const Tiny& f = tiny();
+  at::Tensor f0 = f.model->f0(f.t("input_mel"));
+  at::Tensor ref = f.t("f0");
+  BOOST_TEST(f0.sizes() == ref.sizes());
+  report("f0 [Hz]", max_abs_diff(f0, ref), 5e-4 * ref.max().item<double>());
+}
+
+BOOST_AUTO_TEST_CASE(source_from_stored_f0) {
+  const Tiny& f = tiny();
+  at::Tensor s = f.model->source_from_f0(f.t("f0"));
+  BOOST_TEST(s.sizes() == f.t("source").sizes());
+  report("source from stored f0", max_abs_diff(s, f.t("source")), 2.5e-3);
+}
+
+BOOST_AUTO_TEST_CASE(decode_from_stored_source) {
+  const Tiny& f = tiny();
+  auto d = f.model->decode(f.t("input_mel"), f.t("source"));
+  BOOST_TEST(d.conv_post_out.sizes() == f.t("conv_post_out").sizes());
+  report("conv_post_out", max_abs_diff(d.conv_post_out, f.t("conv_post_out")), 5e-5);
+  BOOST_TEST(d.audio.sizes() == f.t("output_audio").sizes());
+  report("decode audio", max_abs_diff(d.audio, f.t("output_audio")), 2e-5);
+}
+
+BOOST_AUTO_TEST_CASE(end_to_end_and_trim_fade) {
+  const Tiny& f = tiny();
+  at::Tensor src;
+  at::Tensor audio = f.model->inference(f.t("input_mel"), SourceDraws::deterministic(), &src);
+  BOOST_TEST(audio.size(1) == 480 * 166);
+  report("end-to-end source", max_abs_diff(src, f.t("source")), 2.5e-3);
+  report("end-to-end audio", max_abs_diff(audio, f.t("output_audio")), 1.5e-3);
+  report("trim_fade", max_abs_diff(trim_fade(24000), f.t("trim_fade")), 1e-7);
+  HiftVocoder voc(f.model);  // trim fade on by default, as S3Token2Wav
+  report("end-to-end trim-faded", max_abs_diff(voc.forward(f.t("input_mel")), f.t("output_audio_trim_faded")), 1.5e-3);
+  HiftVocoderOptions o;
+  o.trim_fade = false;
+  HiftVocoder raw(f.model, o);
+  BOOST_TEST(at::equal(raw.forward(f.t("input_mel")), audio));
+}
+
+BOOST_AUTO_TEST_CASE(reference_chunked_calls) {
+  // The reference's own chunked calls (cache_source), rebuilt from the stages.
+  const Tiny& f = tiny();
+  at::Tensor mel = f.t("input_mel");
+  at::Tensor m1 = mel.narrow(2, 0, 100);
+  at::Tensor s1;
+  at::Tensor a1 = f.model->inference(m1, SourceDraws::deterministic(), &s1);
+  report("chunk1 audio", max_abs_diff(a1, f.t("chunk1_audio")), 1.5e-3);
+  report("chunk1 source", max_abs_diff(s1, f.t("chunk1_source")), 2.5e-3);
+  // chunk2: mel[92:], its fresh source with the first 3840 samples replaced.
+  at::Tensor m2 = mel.narrow(2, 92, 74);
+  at::Tensor s2 = f.model->source_from_f0(f.model->f0(m2)).clone();  // (inference tensors are read-only outside)
+  s2.narrow(2, 0, 3840).copy_(f.t("chunk1_source").narrow(2, 48000 - 3840, 3840));
+  report("chunk2 source", max_abs_diff(s2, f.t("chunk2_source")), 2.5e-3);
+  report("chunk2 audio from stored cache", max_abs_diff(f.model->decode(m2, s2).audio, f.t("chunk2_audio")), 1.5e-3);
+  at::Tensor sp = f.model->source_from_f0(f.model->f0(mel)).clone();
+  sp.narrow(2, 0, 48000).copy_(f.t("chunk1_source"));
+  report("chunk2 prefix audio", max_abs_diff(f.model->decode(mel, sp).audio, f.t("chunk2_prefix_audio")), 1.5e-3);
+}
+
+BOOST_AUTO_TEST_CASE(injected_noise_reproduces_reference) {
+  Checkpoint ck = Checkpoint::open(fixture("hift/hift_tiny_injected_noise.safetensors"));
+  auto model = HiftModel::from_checkpoint(ck);
+  at::Tensor mel = ck.get("test.input_mel");
+  SourceDraws d = SourceDraws::injected(ck.get("test.rand.0"), ck.get("test.rand.1"));
+  at::Tensor f0 = model->f0(mel);
+  report("injected: f0", max_abs_diff(f0, ck.get("test.f0")), 5e-4 * ck.get("test.f0").max().item<double>());
+  report("injected: source from stored f0", max_abs_diff(model->source_from_f0(ck.get("test.f0"), d), ck.get("test.source")),
+         2.5e-3);
+  at::Tensor src;
+  at::Tensor audio = model->inference(mel, d, &src);
+  report("injected: end-to-end audio", max_abs_diff(audio, ck.get("test.output_audio")), 1.5e-3);
+  report("injected: decode from stored source",
+         max_abs_diff(model->decode(mel, ck.get("test.source")).audio, ck.get("test.output_audio")), 2e-5);
+  // Streaming with injected draws equals the whole run.
+  HiftVocoderOptions o;
+  o.draws = d;
+  o.trim_fade = false;
+  HiftVocoder voc(model, o);
+  report("injected: streamed (7-frame chunks) vs whole", max_abs_diff(stream(voc, mel, {7}), audio[0]), 2e-5);
+  // Too few recorded draws is an error, not garbage.
+  SourceDraws shortd = SourceDraws::injected(ck.get("test.rand.0"), ck.get("test.rand.1").narrow(2, 0, 1000));
+  BOOST_CHECK_THROW(model->inference(mel, shortd), ModelError);
+}
+
+BOOST_AUTO_TEST_CASE(receptive_field_and_lookahead) {
+  const Tiny& f = tiny();
+  HiftVocoder voc(f.model);
+  const auto& fld = f.model->field();
+  std::cout << "  field: mel -" << fld.mel_left << "/+" << fld.mel_right << " frames, source -" << fld.src_left
+            << "/+" << fld.src_right << " samples; default lookahead " << voc.default_lookahead_frames()
+            << " frames\n";
+  BOOST_TEST(fld.f0_radius == 5);
+  BOOST_TEST(voc.default_lookahead_frames() >= fld.mel_right);
+  BOOST_TEST(voc.default_lookahead_frames() == voc.lookahead_frames());
+}
+
+BOOST_AUTO_TEST_CASE(streaming_equals_whole_utterance) {
+  const Tiny& f = tiny();
+  at::Tensor mel = f.t("input_mel");
+  HiftVocoder whole_v(f.model);
+  at::Tensor whole = whole_v.forward(mel)[0];
+  std::mt19937 rng(7);
+  std::vector<int64_t> rnd;
+  for (int i = 0; i < 64; ++i) rnd.push_back(std::uniform_int_distribution<int>(0, 23)(rng));  // 0 = empty feed
+  rnd[0] = 2;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> chunkings{
+      {"1", {1}}, {"3", {3}}, {"17", {17}}, {"random 0..23", rnd}, {"all at once", {1000}}};
+  HiftVocoder voc(f.model);
+  for (auto& [label, sizes] : chunkings) {
+    at::Tensor s = stream(voc, mel, sizes);
+    BOOST_TEST(s.numel() == 480 * 166);
+    BOOST_TEST(voc.samples_out() == 0);  // drain resets
+    report("streamed (" + label + ") vs whole", max_abs_diff(s, whole), 2e-5);
+  }
+  // The vocoder is reusable after drain and after reset.
+  at::Tensor frames = mel[0].t();
+  voc.feed(frames.narrow(0, 0, 50));
+  voc.reset();
+  BOOST_TEST(voc.samples_out() == 0);
+  BOOST_TEST(voc.frames_in() == 0);
+  report("streamed after reset", max_abs_diff(stream(voc, mel, {5}), whole), 2e-5);
+}
+
+BOOST_AUTO_TEST_CASE(output_timing_and_lengths) {
+  const Tiny& f = tiny();
+  at::Tensor frames = f.t("input_mel")[0].t().contiguous();
+  for (int64_t L : {int64_t(-1), int64_t(0), int64_t(3), int64_t(10)}) {
+    HiftVocoderOptions o;
+    o.lookahead_frames = L;
+    HiftVocoder voc(f.model, o);
+    const int64_t la = voc.lookahead_frames();
+    int64_t total = 0;
+    for (int64_t n = 1; n <= 40; ++n) {
+      total += voc.feed(frames.narrow(0, n - 1, 1)).numel();
+      BOOST_TEST(total == 480 * std::max<int64_t>(0, n - la), "lookahead " << la << " after " << n << " frames");
+      BOOST_TEST(voc.samples_out() == total);
+    }
+    total += voc.drain().numel();
+    BOOST_TEST(total == 480 * 40);
+  }
+  // A reduced lookahead still gives exactly 480 T samples, and is close.
+  HiftVocoderOptions o;
+  o.lookahead_frames = 2;
+  HiftVocoder low(f.model, o);
+  HiftVocoder ref(f.model);
+  at::Tensor a = stream(low, f.t("input_mel"), {4});
+  at::Tensor b = ref.forward(f.t("input_mel"))[0];
+  BOOST_TEST(a.numel() == b.numel());
+  std::cout << "  lookahead 2 frames vs exact: max abs " << max_abs_diff(a, b) << "\n";
+  BOOST_TEST(at::isfinite(a).all().item<bool>());
+  // Tiny utterances: 1 and 2 frames.
+  for (int64_t T : {1, 2}) {
+    HiftVocoder v(f.model);
+    at::Tensor m = f.t("input_mel").narrow(2, 60, T);
+    at::Tensor s = stream(v, m, {1});
+    BOOST_TEST(s.numel() == 480 * T);
+    report("T=" + std::to_string(T) + " streamed vs whole", max_abs_diff(s, HiftVocoder(f.model).forward(m)[0]), 2e-5);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(random_mode_streams_consistently) {
+  const Tiny& f = tiny();
+  HiftVocoderOptions o;
+  o.draws = SourceDraws::random(42);
+  HiftVocoder a(f.model, o), b(f.model, o);
+  at::Tensor mel = f.t("input_mel");
+  at::Tensor whole = a.forward(mel)[0];
+  at::Tensor s = stream(b, mel, {5, 1, 9});
+  report("random mode: streamed vs whole (same draws)", max_abs_diff(s, whole), 2e-5);
+  HiftVocoder det(f.model);
+  at::Tensor d = det.forward(mel)[0];
+  BOOST_TEST(max_abs_diff(whole, d) > 1e-4);  // the draws do something
+  // The next utterance uses fresh draws.
+  at::Tensor again = a.forward(mel)[0];
+  BOOST_TEST(max_abs_diff(again, whole) > 1e-4);
+}
+
+BOOST_AUTO_TEST_CASE(load_errors_name_the_problem) {
+  auto store = std::make_shared<TensorStore>(tiny().ck.store());
+  store->path = "broken.safetensors";
+  store->tensors.erase("resblocks.4.convs2.1.parametrizations.weight.original1");
+  try {
+    HiftModel::from_checkpoint(Checkpoint(store));
+    BOOST_FAIL("missing tensor not detected");
+  } catch (const ModelError& e) {
+    BOOST_TEST(contains(e.what(), "resblocks.4.convs2.1.weight"), e.what());
+  }
+  auto store2 = std::make_shared<TensorStore>(tiny().ck.store());
+  store2->path = "misshapen.safetensors";
+  store2->tensors["source_downs.1.weight"] = at::zeros({16, 18, 5});  // tiny: [8, 18, 6]
+  try {
+    HiftModel::from_checkpoint(Checkpoint(store2));
+    BOOST_FAIL("shape mismatch not detected");
+  } catch (const ModelError& e) {
+    BOOST_TEST(contains(e.what(), "source_downs.1.weight"), e.what());
+    BOOST_TEST(contains(e.what(), "[8, 18, 6]"), e.what());
+    BOOST_TEST(contains(e.what(), "misshapen.safetensors"), e.what());
+  }
+  try {
+    HiftModel::from_checkpoint(Checkpoint(store2, "flow."));
+    BOOST_FAIL("wrong prefix not detected");
+  } catch (const ModelError& e) {
+    BOOST_TEST(contains(e.what(), "mel2wav."), e.what());
+  }
+  BOOST_CHECK_THROW(tiny().model->f0(at::zeros({1, 100, 5})), ModelError);
+  BOOST_CHECK_THROW(tiny().model->decode(at::zeros({1, 80, 5}), at::zeros({1, 1, 480})), ModelError);
+}
+
+BOOST_AUTO_TEST_CASE(real_layout_checkpoint_loads_via_mel2wav_prefix) {
+  // Every mel2wav.* row of s3gen_keys.tsv, random values of the listed shapes,
+  // no metadata (like the real s3gen.safetensors), plus a few flow.* rows.
+  std::ifstream tsv(fixture("s3gen/keys/s3gen_keys.tsv"));
+  std::string line;
+  std::getline(tsv, line);  // header
+  std::map<std::string, at::Tensor> tensors;
+  at::manual_seed(3);
+  int rows = 0;
+  while (std::getline(tsv, line)) {
+    std::stringstream ss(line);
+    std::string name, dtype, shape;
+    std::getline(ss, name, '\t');
+    std::getline(ss, dtype, '\t');
+    std::getline(ss, shape, '\t');
+    const bool hift = name.rfind("mel2wav.", 0) == 0;
+    if (!hift && name.rfind("flow.input_embedding", 0) != 0) continue;
+    std::vector<int64_t> dims;
+    for (auto j = nlohmann::json::parse(shape); auto& d : j) dims.push_back(d.get<int64_t>());
+    at::Tensor t = at::randn(dims) * 0.02;
+    if (contains(name, "original0")) t = t.abs() + 0.05;
+    if (contains(name, "alpha")) t = at::ones(dims);
+    tensors[name] = t;
+    rows += hift;
+  }
+  BOOST_TEST(rows == 328);
+  std::string path = "hift_real_layout_test.safetensors";
+  write_safetensors(path, tensors);
+  auto model = HiftModel::load(path);
+  BOOST_TEST(model->config().base_channels == 512);
+  BOOST_TEST(model->config().f0_cond_channels == 512);
+  BOOST_TEST(model->num_parameters() > 20000000);
+  std::cout << "  real layout: " << model->num_parameters() << " parameters\n";
+  at::Tensor mel = at::randn({1, 80, 12}) - 5;
+  at::Tensor audio = model->inference(mel);
+  BOOST_TEST(audio.size(1) == 480 * 12);
+  BOOST_TEST(at::isfinite(audio).all().item<bool>());
+  auto model2 = HiftModel::load(path, "mel2wav.");
+  BOOST_TEST(at::equal(model2->inference(mel), audio));
+  std::remove(path.c_str());
+}
