@@ -45,6 +45,7 @@ namespace {
 constexpr int kMaxNesting = 100;            // dict-in-dict depth when flattening
 constexpr int64_t kMaxDims = 64;            // tensor rank
 constexpr int64_t kMaxElements = int64_t{1} << 46;
+constexpr size_t kMaxKeyLength = 4096;     // flattened tensor name
 
 // ---------------------------------------------------------------------------
 // Pickle values. All values live in an arena owned by the unpickler and are
@@ -733,7 +734,14 @@ struct Flattener {
                        " levels deep (at '" + key + "')");
     if (++visits > max_visits)
       throw ModelError("'" + name + "': its object graph is implausibly large (shared containers?)");
-    auto join = [&](const std::string& k) { return key.empty() ? k : key + "." + k; };
+    auto join = [&](const std::string& k) {
+      // Real names are far shorter; the cap keeps a hostile file from
+      // building gigabytes of key strings.
+      if (key.size() + k.size() + 1 > kMaxKeyLength)
+        throw ModelError("'" + name + "': a tensor name is longer than " + std::to_string(kMaxKeyLength) +
+                         " characters (at '" + key.substr(0, 80) + "...')");
+      return key.empty() ? k : key + "." + k;
+    };
     switch (v->kind) {
       case Value::Kind::Dict:
         for (const auto& [k, x] : v->entries) {
@@ -856,7 +864,8 @@ TensorStore parse_torch_zip(const uint8_t* data, size_t size, const std::string&
   TensorStore out;
   out.path = name;
   Flattener fl{up, out, name};
-  fl.max_visits = 8 * static_cast<uint64_t>(up.arena_size()) + 1024;
+  // A tree visits each value once; shared (tied) tensors add a few more.
+  fl.max_visits = 2 * static_cast<uint64_t>(up.arena_size()) + 1024;
   fl.walk(root, "", 0);
   return out;
 }

@@ -198,7 +198,12 @@ std::pair<const uint8_t*, size_t> ZipReader::read(const ZipEntry& en) const {
   if (name_len != en.name.size() || std::memcmp(l + kLocalSize, en.name.data(), name_len) != 0)
     throw fail("local header names a different file");
   const uint8_t* p = data_ + start;
-  if (zip_crc32(p, static_cast<size_t>(en.size)) != en.crc32) throw fail("CRC-32 mismatch (the file is corrupt)");
+  // torch >= 2.4 can skip the checksum when saving
+  // (torch.serialization.set_crc32_options(False)), leaving the field 0, and
+  // torch itself never verifies it on load; a zero CRC is therefore taken as
+  // "not recorded" rather than as corruption.
+  if (en.crc32 != 0 && zip_crc32(p, static_cast<size_t>(en.size)) != en.crc32)
+    throw fail("CRC-32 mismatch (the file is corrupt)");
   return {p, static_cast<size_t>(en.size)};
 }
 

@@ -38,7 +38,8 @@ class ZipReader {
   const std::vector<ZipEntry>& entries() const { return entries_; }
   const ZipEntry* find(const std::string& entry_name) const;
 
-  // The bytes of a stored entry, CRC-32 checked. ModelError when the entry is
+  // The bytes of a stored entry, CRC-32 checked (unless the recorded CRC is 0:
+  // torch can save without one). ModelError when the entry is
   // compressed or encrypted, its local header is damaged, its data runs past
   // the end of the file, or the checksum does not match.
   std::pair<const uint8_t*, size_t> read(const ZipEntry& entry) const;

@@ -168,12 +168,13 @@ class Pickle {
 struct ZipOptions {
   bool zip64 = false;
   uint16_t method = 0;  // 8 = pretend deflate, to test the refusal
+  bool zero_crc = false;  // torch.serialization.set_crc32_options(False)
 };
 std::string make_zip(const std::vector<std::pair<std::string, std::string>>& files, ZipOptions opt = {}) {
   std::string out, cd;
   for (const auto& [name, data] : files) {
     const uint64_t off = out.size();
-    const uint32_t crc = zip_crc32(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+    const uint32_t crc = opt.zero_crc ? 0 : zip_crc32(reinterpret_cast<const uint8_t*>(data.data()), data.size());
     const uint64_t header_end = off + 30 + name.size() + 4;
     const uint64_t pad = (64 - header_end % 64) % 64;
     out += "PK\x03\x04";
@@ -409,6 +410,10 @@ BOOST_AUTO_TEST_CASE(state_dict_ordered_dict_views_parameters) {
   ZipOptions z64;
   z64.zip64 = true;
   check_state_dict(parse(make_zip(state_dict_files("archive", state_dict_pickle()), z64)));
+  // Saved without CRCs.
+  ZipOptions nocrc;
+  nocrc.zero_crc = true;
+  check_state_dict(parse(make_zip(state_dict_files("archive", state_dict_pickle()), nocrc)));
 }
 
 BOOST_AUTO_TEST_CASE(read_from_disk_and_by_content) {
@@ -627,6 +632,15 @@ BOOST_AUTO_TEST_CASE(malformed_inputs_are_clear_errors) {
     prev = cur;
   }
   expect_error(zip_pickle(dag.bytes()), "implausibly large");
+  // Keys that join into an absurdly long name.
+  Pickle longkey;
+  for (int i = 0; i < 30; ++i) {
+    longkey.op('}');
+    longkey.str(std::string(200, 'k'));
+  }
+  longkey.tensor("FloatStorage", "0", 1, 0, {1}, {1});
+  for (int i = 0; i < 30; ++i) longkey.op('s');
+  expect_error(zip_pickle(longkey.bytes(), {{"archive/data/0", std::string(4, '\0')}}), "longer than 4096");
   // A pickle that is not a dict at all.
   expect_error(zip_pickle(bin("\x80\x02K\x05.")), "not a dict of tensors");
 }
