@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
 
 namespace chatterbox::hift {
@@ -268,6 +269,7 @@ struct ResW {
   int k;
   std::vector<int> dil;
   std::vector<at::Tensor> w1, b1, w2, b2;  // conv weights [C, C, k], biases [C]
+  std::vector<at::Tensor> t1, t2;          // the same as taps [k, C, C]
   std::vector<at::Tensor> a1, inv1, a2, inv2;  // Snake alpha and 1 / (alpha + 1e-9)
 };
 
@@ -282,6 +284,8 @@ struct HiftModel::Impl {
   // Decoder weights (float32, contiguous).
   at::Tensor pre_w, pre_b, post_w, post_b;
   std::vector<at::Tensor> up_w, up_b, sd_w, sd_b;
+  at::Tensor pre_t, post_t;      // taps [k, Cout, Cin]
+  std::vector<at::Tensor> up_t;  // ConvTranspose as [k * Cout, Cin]
   std::vector<ResW> src_rb, rb;
   // F0 predictor in float64 (chunking-invariant F0, see f0_window).
   std::vector<at::Tensor> f0_w, f0_b;
@@ -305,6 +309,8 @@ struct HiftModel::Impl {
       r.b1.push_back(c1->p("bias").contiguous());
       r.w2.push_back(c2->p("weight").contiguous());
       r.b2.push_back(c2->p("bias").contiguous());
+      r.t1.push_back(to_taps(r.w1.back()));
+      r.t2.push_back(to_taps(r.w2.back()));
       // Snake: x + (1.0 / (alpha + 1e-9)) * sin(x * alpha)^2, in float32.
       at::Tensor a1 = std::static_pointer_cast<Leaf>(m.activations1[i])->p("alpha").contiguous();
       at::Tensor a2 = std::static_pointer_cast<Leaf>(m.activations2[i])->p("alpha").contiguous();
@@ -324,11 +330,14 @@ struct HiftModel::Impl {
     pre_b = mod->conv_pre->p("bias").contiguous();
     post_w = mod->conv_post->p("weight").contiguous();
     post_b = mod->conv_post->p("bias").contiguous();
+    pre_t = to_taps(pre_w);
+    post_t = to_taps(post_w);
     const int n_up = static_cast<int>(c.upsample_rates.size());
     for (int i = 0; i < n_up; ++i) {
       auto u = std::static_pointer_cast<Leaf>(mod->ups[i]);
       up_w.push_back(u->p("weight").contiguous());
       up_b.push_back(u->p("bias").contiguous());
+      up_t.push_back(up_w.back().permute({2, 1, 0}).reshape({-1, up_w.back().size(0)}).contiguous());
       auto d = std::static_pointer_cast<Leaf>(mod->source_downs[i]);
       sd_w.push_back(d->p("weight").contiguous());
       sd_b.push_back(d->p("bias").contiguous());
@@ -503,18 +512,66 @@ struct HiftModel::Impl {
   }
 
   // ---- decoder ----
-  at::Tensor resblock_fwd(const ResW& r, at::Tensor x) const {
+  // Two implementations of the same graph:
+  //  - fast (default): channel-major [C, T] tensors; every stride-1 conv is
+  //    a sum of per-tap GEMMs on shifted views of one padded buffer (no
+  //    im2col copy), the bias and the residual are the GEMMs' initial value,
+  //    Snake is one fused pass that writes the next conv's padded input, and
+  //    ConvTranspose1d is one GEMM plus a strided overlap-add;
+  //  - reference operation order (CHATTERBOX_HIFT_REFERENCE_OPS=1): the
+  //    reference's torch ops one by one (conv1d, conv_transpose1d, Snake as
+  //    x + 1/(a+1e-9) * sin(x a)^2), for the benchmark and as a cross-check.
+  static bool reference_ops() {
+    const char* e = std::getenv("CHATTERBOX_HIFT_REFERENCE_OPS");
+    return e && e[0] == '1';
+  }
+
+  // sum_k W_k @ xpad[:, k d : k d + T] + init, W as taps [k, Cout, Cin].
+  static at::Tensor conv_taps(const at::Tensor& xpad, const at::Tensor& taps, const at::Tensor& init, int64_t dil,
+                              int64_t T) {
+    at::Tensor out = at::addmm(init, taps[0], xpad.narrow(1, 0, T));
+    for (int64_t k = 1; k < taps.size(0); ++k) out.addmm_(taps[k], xpad.narrow(1, k * dil, T));
+    return out;
+  }
+  static at::Tensor to_taps(const at::Tensor& w) { return w.permute({2, 0, 1}).contiguous(); }
+
+  at::Tensor resblock_fast(const ResW& r, at::Tensor x) const {  // x [C, T]
+    const int64_t pad1 = (r.k - 1) / 2, T = x.size(1);
+    for (size_t i = 0; i < r.dil.size(); ++i) {
+      const int64_t d = r.dil[i];
+      at::Tensor xt = kernels::snake_padded(x.unsqueeze(0), r.a1[i], r.inv1[i], pad1 * d)[0];
+      xt = conv_taps(xt, r.t1[i], r.b1[i].unsqueeze(1), d, T);
+      xt = kernels::snake_padded(xt.unsqueeze(0), r.a2[i], r.inv2[i], pad1)[0];
+      x = conv_taps(xt, r.t2[i], x + r.b2[i].unsqueeze(1), 1, T);  // residual folded into the init
+    }
+    return x;
+  }
+
+  at::Tensor resblock_ref(const ResW& r, at::Tensor x) const {  // x [1, C, T]
     const int64_t pad1 = (r.k - 1) / 2;
     for (size_t i = 0; i < r.dil.size(); ++i) {
       const int64_t d = r.dil[i];
-      at::Tensor xt = snake_padded(x, r.a1[i], r.inv1[i], pad1 * d);
-      xt = at::conv1d(xt, r.w1[i], r.b1[i], at::IntArrayRef{1}, at::IntArrayRef{0}, at::IntArrayRef{d});
-      xt = snake_padded(xt, r.a2[i], r.inv2[i], pad1);
-      xt = at::conv1d(xt, r.w2[i], r.b2[i]);
-      xt.add_(x);
-      x = xt;
+      auto snake = [](const at::Tensor& v, const at::Tensor& a) {
+        at::Tensor al = a.view({1, -1, 1});
+        return v + (1.0 / (al + 1e-9)) * at::pow(at::sin(v * al), 2);
+      };
+      at::Tensor xt = snake(x, r.a1[i]);
+      xt = at::conv1d(xt, r.w1[i], r.b1[i], at::IntArrayRef{1}, at::IntArrayRef{pad1 * d}, at::IntArrayRef{d});
+      xt = snake(xt, r.a2[i]);
+      xt = at::conv1d(xt, r.w2[i], r.b2[i], at::IntArrayRef{1}, at::IntArrayRef{pad1});
+      x = xt + x;
     }
     return x;
+  }
+
+  // ConvTranspose1d as Z = W^T x (one GEMM) and an overlap-add of the k taps.
+  at::Tensor conv_transpose_fast(const at::Tensor& x, int i) const {  // x [Cin, T]
+    const int u = cfg.upsample_rates[i], k = cfg.upsample_kernel_sizes[i], p = (k - u) / 2;
+    const int64_t T = x.size(1), Cout = up_b[i].size(0);
+    at::Tensor z = at::mm(up_t[i], x).view({k, Cout, T});
+    at::Tensor full = at::zeros({Cout, (T - 1) * u + k}, x.options());
+    for (int kk = 0; kk < k; ++kk) full.slice(1, kk, kk + (T - 1) * u + 1, u).add_(z[kk]);
+    return full.narrow(1, p, u * T).add_(up_b[i].unsqueeze(1));
   }
 
   at::Tensor decode_window(const at::Tensor& mel_ct, const at::Tensor& src_padded, at::Tensor* post_out) const {
@@ -522,23 +579,40 @@ struct HiftModel::Impl {
     const int N = c.istft_n_fft, hop = c.istft_hop, K = N / 2 + 1;
     const int n_up = static_cast<int>(c.upsample_rates.size());
     const int nk = static_cast<int>(c.resblock_kernel_sizes.size());
+    const bool ref = reference_ops();
     at::Tensor s_stft = at::conv1d(src_padded.reshape({1, 1, -1}), stft_basis, {}, hop);  // [1, 2K, F]
-    at::Tensor x = at::conv1d(mel_ct.unsqueeze(0), pre_w, pre_b, 1, 3);
+    at::Tensor x;
+    if (ref) {
+      x = at::conv1d(mel_ct.unsqueeze(0), pre_w, pre_b, 1, 3);
+    } else {
+      x = conv_taps(at::constant_pad_nd(mel_ct, {3, 3}), pre_t, pre_b.unsqueeze(1), 1, mel_ct.size(1));
+    }
     for (int i = 0; i < n_up; ++i) {
       at::leaky_relu_(x, c.lrelu_slope);
       const int u = c.upsample_rates[i], k = c.upsample_kernel_sizes[i];
-      x = at::conv_transpose1d(x, up_w[i], up_b[i], u, (k - u) / 2);
-      if (i == n_up - 1) x = at::reflection_pad1d(x, {1, 0});
+      x = ref ? at::conv_transpose1d(x, up_w[i], up_b[i], u, (k - u) / 2) : conv_transpose_fast(x, i);
+      if (i == n_up - 1)
+        x = ref ? at::reflection_pad1d(x, {1, 0}) : at::reflection_pad1d(x.unsqueeze(0), {1, 0}).squeeze(0);
       const int dr = down_rates[i];
       at::Tensor si = at::conv1d(s_stft, sd_w[i], sd_b[i], dr, dr == 1 ? 0 : dr / 2);
-      si = resblock_fwd(src_rb[i], si);
-      x.add_(si);
-      at::Tensor xs = resblock_fwd(rb[i * nk], x);
-      for (int j = 1; j < nk; ++j) xs.add_(resblock_fwd(rb[i * nk + j], x));
-      x = xs.div_(nk);
+      if (ref) {
+        x = x + resblock_ref(src_rb[i], si);
+        at::Tensor xs = resblock_ref(rb[i * nk], x);
+        for (int j = 1; j < nk; ++j) xs = xs + resblock_ref(rb[i * nk + j], x);
+        x = xs / nk;
+      } else {
+        x.add_(resblock_fast(src_rb[i], si[0]));
+        at::Tensor xs = resblock_fast(rb[i * nk], x);
+        for (int j = 1; j < nk; ++j) xs.add_(resblock_fast(rb[i * nk + j], x));
+        x = xs.div_(nk);
+      }
     }
     at::leaky_relu_(x, 0.01);
-    x = at::conv1d(x, post_w, post_b, 1, 3)[0];  // [2K, F]
+    if (ref) {
+      x = at::conv1d(x, post_w, post_b, 1, 3)[0];  // [2K, F]
+    } else {
+      x = conv_taps(at::constant_pad_nd(x, {3, 3}), post_t, post_b.unsqueeze(1), 1, x.size(1));
+    }
     if (post_out) *post_out = x;
     const int64_t F = x.size(1);
     at::Tensor mag = at::exp(x.narrow(0, 0, K)).clamp_max_(100.0);
@@ -551,23 +625,23 @@ struct HiftModel::Impl {
     for (int m = 0; m < R; ++m) ola.narrow(0, m, F).add_(frames.narrow(0, hop * m, hop).t());
     at::Tensor y = ola.reshape({-1});  // padded positions [0, hop (F - 1) + N)
     const int64_t len = hop * (F - 1);
-    // Window envelope sum_f w^2[p - hop f] at the kept positions [N/2, N/2 + len).
+    // Window envelope sum_f w^2[p - hop f] at the kept positions [N/2, N/2 + len):
+    // constant inside, smaller within N of either end.
     at::Tensor env = at::empty({len}, at::kFloat);
     float* ep = env.data_ptr<float>();
     for (int64_t n = 0; n < len; ++n) {
       const int64_t p = n + N / 2;
+      if (n >= N && n + N < len) {
+        ep[n] = ep[n - hop];
+        continue;
+      }
       double e = 0;
       for (int64_t f = std::max<int64_t>(0, ceildiv(p - N + 1, hop)); f <= std::min<int64_t>(F - 1, p / hop); ++f)
         e += win2[p - hop * f];
       ep[n] = static_cast<float>(e);
     }
-    at::Tensor audio = y.narrow(0, N / 2, len).div(env);
+    at::Tensor audio = y.narrow(0, N / 2, len).div_(env);
     return audio.clamp_(-c.audio_limit, c.audio_limit);
-  }
-
-  // Snake activation written into a zero-padded buffer (the next conv's padding).
-  at::Tensor snake_padded(const at::Tensor& x, const at::Tensor& a, const at::Tensor& inv, int64_t pad) const {
-    return kernels::snake_padded(x, a, inv, pad);
   }
 };
 
@@ -885,8 +959,7 @@ at::Tensor HiftVocoder::forward(const at::Tensor& mel) {
   c10::InferenceMode guard;
   SourceDraws d = opts_.draws;
   if (d.mode == SourceDraws::Mode::Random) d.seed = opts_.draws.seed + utterance_;
-  ++utterance_;  // a whole utterance: the next one (streamed or not) gets fresh draws
-  reset();
+  ++utterance_;  // a whole utterance: the next one gets fresh draws
   at::Tensor audio = model_->inference(mel, d);
   if (opts_.trim_fade) {
     at::Tensor fade = trim_fade(model_->config().sampling_rate);
