@@ -5,8 +5,9 @@
 //
 // Archive layout: <prefix>/data.pkl (the pickled object), <prefix>/data/<key>
 // (one raw little-endian storage per key), <prefix>/byteorder (torch >= 2.1),
-// <prefix>/version, ... The prefix is "archive" for torch >= 1.13 and the file
-// stem for older versions, so it is discovered, not assumed.
+// <prefix>/version, ... The prefix is the file stem for torch 1.13 (conds.pt
+// -> "conds/") and "archive/" for newer versions, so it is discovered, not
+// assumed.
 //
 // data.pkl is interpreted by a RESTRICTED unpickler: a pickle is a program
 // for a stack machine whose REDUCE opcode calls any importable Python
