@@ -31,6 +31,20 @@ int main(int argc, char** argv) {
   at::Tensor fast = run("fast path");
   setenv("CHATTERBOX_HIFT_REFERENCE_OPS", "1", 1);
   at::Tensor ref = run("reference operation order");
-  std::cout << "max abs difference: " << (fast - ref).abs().max().item<double>() << "\n";
+  std::cout << "max abs difference: " << (fast - ref).abs().max().item<double>()
+            << " (max |audio| " << ref.abs().max().item<double>() << ", rel. L2 "
+            << ((fast - ref).norm() / ref.norm()).item<double>() << ")\n";
+  // Stage split of the fast path.
+  unsetenv("CHATTERBOX_HIFT_REFERENCE_OPS");
+  auto t0 = std::chrono::steady_clock::now();
+  at::Tensor f0 = model->f0(mel);
+  auto t1 = std::chrono::steady_clock::now();
+  at::Tensor src = model->source_from_f0(f0);
+  auto t2 = std::chrono::steady_clock::now();
+  model->decode(mel, src);
+  auto t3 = std::chrono::steady_clock::now();
+  auto sec = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+  std::cout << "stages: f0 (float64) " << sec(t0, t1) << " s, source " << sec(t1, t2) << " s, decode " << sec(t2, t3)
+            << " s\n";
   return 0;
 }
