@@ -33,6 +33,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <dlfcn.h>
+
 #include <cmath>
 #include <filesystem>
 #include <stdexcept>
@@ -220,6 +222,59 @@ at::Device parse_device(const std::string& s) {
   return d;
 }
 
+// Threading. Debian's LibTorch runs its GEMMs in OpenBLAS's own pthread pool
+// and its elementwise ops in libgomp's pool. On a small machine the two
+// pools fight: libgomp workers spin after each parallel region while the
+// OpenBLAS threads want the same cores (measured 2-10x slower at 2 + 2
+// threads). With that BLAS, our ops run with one OpenMP thread (set for the
+// calling thread only, and restored) and the GEMMs get the threads. Found
+// with dlsym so the library has no link dependency on either.
+struct ThreadingApi {
+  void (*omp_set)(int) = nullptr;
+  int (*omp_get)() = nullptr;
+  void (*blas_set)(int) = nullptr;
+  bool blas_own_pool = false;  // OpenBLAS built with pthreads
+  ThreadingApi() {
+    omp_set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+    omp_get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+    blas_set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    auto parallel = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
+    blas_own_pool = blas_set && parallel && parallel() == 1;
+  }
+};
+const ThreadingApi& threading() {
+  static const ThreadingApi api;
+  return api;
+}
+
+class ComputeThreads {
+ public:
+  ComputeThreads() {
+    const auto& t = threading();
+    if (t.blas_own_pool && t.omp_set && t.omp_get) {
+      prev_ = t.omp_get();
+      if (prev_ != 1) t.omp_set(1);
+    }
+  }
+  ~ComputeThreads() {
+    if (prev_ > 1) threading().omp_set(prev_);
+  }
+  ComputeThreads(const ComputeThreads&) = delete;
+  ComputeThreads& operator=(const ComputeThreads&) = delete;
+
+ private:
+  int prev_ = 0;
+};
+
+void apply_thread_option(int threads) {
+  if (threads <= 0) return;
+  const auto& t = threading();
+  if (t.blas_own_pool)
+    t.blas_set(threads);
+  else
+    at::set_num_threads(threads);
+}
+
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 }  // namespace
@@ -349,7 +404,10 @@ struct VocosVocoder::Impl {
     const int64_t B = bb.size(0), T = bb.size(1), F = cfg.n_fft / 2 + 1;
     at::Tensor z = head_linear(bb);
     at::Tensor mag = z.narrow(1, 0, F).exp().clamp_max_(cfg.mag_clip_max);
-    at::Tensor spec = at::polar(mag, z.narrow(1, F, F));
+    at::Tensor phase = z.narrow(1, F, F);
+    // Vectorised cos/sin, then one interleaving copy (at::polar goes through
+    // scalar sincos per element).
+    at::Tensor spec = at::complex(phase.cos().mul_(mag), phase.sin().mul_(mag));
     // c2r transform: the imaginary parts of the DC and Nyquist bins are
     // ignored, exactly as torch.fft.irfft does in the reference.
     at::Tensor fr = at::fft_irfft(spec, cfg.n_fft, 1, "backward");
@@ -381,6 +439,7 @@ struct VocosVocoder::Impl {
 
   at::Tensor forward(const at::Tensor& mel) const {
     torch::NoGradGuard ng;
+    ComputeThreads threads;
     if (mel.dim() != 3 || mel.size(1) != cfg.input_channels)
       throw std::invalid_argument("Vocos forward: expected mel [B, " + std::to_string(cfg.input_channels) +
                                   ", T], got " + shape_str(mel.sizes()));
@@ -499,6 +558,7 @@ struct VocosVocoder::Impl {
 
   at::Tensor feed(const at::Tensor& frames) {
     torch::NoGradGuard ng;
+    ComputeThreads threads;
     if (frames.dim() != 2 || frames.size(1) != cfg.input_channels)
       throw std::invalid_argument("Vocos feed: expected frames [T, " + std::to_string(cfg.input_channels) +
                                   "], got " + shape_str(frames.sizes()));
@@ -514,6 +574,7 @@ struct VocosVocoder::Impl {
 
   at::Tensor drain() {
     torch::NoGradGuard ng;
+    ComputeThreads threads;
     at::Tensor out = render(cfg.output_samples(frames_in), true);
     clear_stream();
     return out;
@@ -548,7 +609,7 @@ std::unique_ptr<VocosVocoder> VocosVocoder::load(const std::string& path, const 
   if (fs::exists(sibling, ec)) yaml = sibling.string();
 
   const at::Device device = parse_device(opts.device);
-  if (opts.threads > 0) at::set_num_threads(opts.threads);
+  apply_thread_option(opts.threads);
 
   Checkpoint ck;
   try {
@@ -576,7 +637,7 @@ std::unique_ptr<VocosVocoder> VocosVocoder::random(const VocosConfig& cfg, uint6
                                                    const VocosLoadOptions& opts) {
   cfg.validate();
   const at::Device device = parse_device(opts.device);
-  if (opts.threads > 0) at::set_num_threads(opts.threads);
+  apply_thread_option(opts.threads);
   auto impl = std::make_unique<Impl>(cfg, device);
   {
     torch::NoGradGuard ng;
@@ -639,6 +700,7 @@ at::Tensor VocosVocoder::backbone(const at::Tensor& mel) const {
   if (mel.dim() != 3 || mel.size(1) != impl_->cfg.input_channels)
     throw std::invalid_argument("Vocos backbone: expected mel [B, " + std::to_string(impl_->cfg.input_channels) +
                                 ", T], got " + shape_str(mel.sizes()));
+  ComputeThreads threads;
   at::Tensor x = mel.to(impl_->device, at::kFloat).transpose(1, 2).contiguous();
   return impl_->backbone_cl(x).to(mel.device());
 }
@@ -658,6 +720,7 @@ std::pair<at::Tensor, at::Tensor> VocosVocoder::head_mag_phase(const at::Tensor&
 
 at::Tensor VocosVocoder::forward_reference(const at::Tensor& mel_in) const {
   torch::NoGradGuard ng;
+  ComputeThreads threads;  // same thread policy, so timings compare operation order only
   const auto& c = impl_->cfg;
   auto& bb = *impl_->net->backbone;
   auto& head = *impl_->net->head;

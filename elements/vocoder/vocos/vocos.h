@@ -77,7 +77,12 @@ nlohmann::json vocos_yaml_to_json(const std::string& yaml_path);
 
 struct VocosLoadOptions {
   std::string device = "cpu";  // "cpu", "cuda", "cuda:1"
-  int threads = 0;             // > 0: at::set_num_threads (process-wide); 0: leave as is
+  // > 0: threads for the heavy math (process-wide): with a pthread OpenBLAS
+  // (Debian's LibTorch) openblas_set_num_threads, and our elementwise ops
+  // then run on the calling thread alone (two thread pools spinning against
+  // each other on few cores cost 2-10x); otherwise at::set_num_threads.
+  // 0: leave the settings as they are.
+  int threads = 0;
 };
 
 class VocosVocoder : public StreamingVocoder {
