@@ -4,8 +4,10 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -16,6 +18,9 @@ using namespace chatterbox;
 using clk = std::chrono::steady_clock;
 
 static double secs(clk::time_point a) { return std::chrono::duration<double>(clk::now() - a).count(); }
+// Process CPU seconds (all threads): on a shared, loaded machine wall time
+// overstates the cost; cpu / threads is what an idle machine would take.
+static double cpu_now() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
 
 int main(int argc, char** argv) {
   const int64_t n = argc > 1 ? std::atoll(argv[1]) : 50;
@@ -48,16 +53,24 @@ int main(int argc, char** argv) {
     at::Tensor z = at::randn({2, 80, enc.mu.size(2)});
     at::Tensor m2 = at::cat({enc.mask, enc.mask}), mu2 = at::cat({enc.mu, at::zeros_like(enc.mu)});
     at::Tensor s2 = at::cat({enc.spks, at::zeros_like(enc.spks)}), c2 = at::cat({enc.cond, at::zeros_like(enc.cond)});
+    if (const char* prof = std::getenv("S3GEN_PROFILE")) {  // chrome trace of one estimator call
+      torch::autograd::profiler::RecordProfile guard(prof);
+      flow.estimator(z, m2, mu2, at::full({2}, 0.3f), s2, c2);
+    }
     auto t2 = clk::now();
+    double c2t = cpu_now();
     flow.estimator(z, m2, mu2, at::full({2}, 0.3f), s2, c2);
-    const double t_est = secs(t2);
+    const double t_est = secs(t2), c_est = cpu_now() - c2t;
     auto t3 = clk::now();
+    double c3 = cpu_now();
     at::Tensor mel = flow.inference(tok, ptok, pfeat, emb, o);
-    const double t_all = secs(t3);
+    const double t_all = secs(t3), c_all = cpu_now() - c3;
     const double audio_s = mel.size(2) / 50.0;  // 50 mel frames per second
     std::printf("prompt %4lld + target %lld tokens (T=%lld frames): encoder %.3f s, one CFG estimator call %.3f s, "
-                "full inference (10 steps) %.2f s for %.2f s of audio (RTF %.2f)\n",
-                (long long)p, (long long)n, (long long)enc.mu.size(2), t_enc, t_est, t_all, audio_s, t_all / audio_s);
+                "full inference (10 steps) %.2f s for %.2f s of audio (RTF %.2f); CPU seconds: estimator call %.2f, "
+                "inference %.2f\n",
+                (long long)p, (long long)n, (long long)enc.mu.size(2), t_enc, t_est, t_all, audio_s, t_all / audio_s,
+                c_est, c_all);
   }
   return 0;
 }

@@ -290,3 +290,21 @@ BOOST_AUTO_TEST_CASE(streamer_emits_only_new_frames) {
   BOOST_TEST(again.size(2) == 12);
   BOOST_TEST(at::equal(again, at::cat({chunks[0], chunks[1]}, 2)));
 }
+
+BOOST_AUTO_TEST_CASE(estimator_padding_mask_hides_padded_frames) {
+  // Causal convs look only backwards and padded keys get a -1e10 score bias,
+  // so garbage after the mask's end must not change the valid frames.
+  const auto& t = tiny();
+  const std::string p = "est_step5.";
+  at::Tensor x = t.g(p + "x"), mu = t.g(p + "mu"), cond = t.g(p + "cond"), tt = t.g(p + "t"), spks = t.g(p + "spks");
+  const int64_t T = 70;
+  at::Tensor ref = t.flow.estimator(x.slice(2, 0, T), t.g(p + "mask").slice(2, 0, T), mu.slice(2, 0, T), tt, spks,
+                                    cond.slice(2, 0, T));
+  at::Tensor mask = at::ones({2, 1, 100});
+  mask.slice(2, T).zero_();
+  at::Tensor noisy = x.clone();
+  noisy.slice(2, T).normal_(0, 10);
+  at::Tensor out = t.flow.estimator(noisy, mask, mu, tt, spks, cond);
+  BOOST_TEST(report("masked estimator, valid frames", out.slice(2, 0, T), ref) <= 1e-5);
+  BOOST_TEST(out.slice(2, T).abs().max().item<double>() == 0.0);
+}

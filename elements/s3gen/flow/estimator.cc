@@ -10,17 +10,20 @@
 
 namespace chatterbox::s3gen {
 
-torch::Tensor causal_conv(torch::nn::Conv1d& conv, const torch::Tensor& x) {
+torch::Tensor causal_conv_btc(torch::nn::Conv1d& conv, const torch::Tensor& x) {
+  // The estimator keeps activations time-major ([B, T, C]) so LayerNorm and
+  // the transformer blocks need no transposes; a causal conv is then one GEMM
+  // over the k most recent frames: cols[b, t, c*k + j] = x[b, t - (k-1) + j, c]
+  // against weight [Cout, Cin*k] (the Conv1d weight's own memory order).
   const int64_t k = conv->options.kernel_size()->at(0);
-  return conv->forward(torch::constant_pad_nd(x, {k - 1, 0}));
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  const torch::Tensor w = conv->weight.view({conv->weight.size(0), C * k});
+  if (k == 1) return torch::linear(x, w, conv->bias);
+  torch::Tensor cols = torch::constant_pad_nd(x, {0, 0, k - 1, 0}).unfold(1, k, 1).reshape({B, T, C * k});
+  return torch::linear(cols, w, conv->bias);
 }
 
 namespace {
-
-// LayerNorm over the channel axis of [B, C, T].
-torch::Tensor channel_layer_norm(torch::nn::LayerNorm& norm, const torch::Tensor& x) {
-  return norm(x.transpose(1, 2)).transpose(1, 2);
-}
 
 // SinusoidalPosEmb (Matcha): scale 1000, half sin / half cos.
 torch::Tensor sinusoidal_time(const torch::Tensor& t, int64_t dim) {
@@ -40,8 +43,8 @@ CausalBlock1D::CausalBlock1D(int64_t dim, int64_t dim_out) {
 }
 
 torch::Tensor CausalBlock1D::forward(const torch::Tensor& x, const torch::Tensor& mask, bool mask_is_ones) {
-  torch::Tensor y = causal_conv(conv, mask_is_ones ? x : x * mask);
-  y = torch::mish(channel_layer_norm(norm, y));
+  torch::Tensor y = causal_conv_btc(conv, mask_is_ones ? x : x * mask);
+  y = torch::mish(norm(y));
   return mask_is_ones ? y : y * mask;
 }
 
@@ -56,9 +59,9 @@ CausalResnetBlock1D::CausalResnetBlock1D(int64_t dim, int64_t dim_out, int64_t t
 torch::Tensor CausalResnetBlock1D::forward(const torch::Tensor& x, const torch::Tensor& mask,
                                            const torch::Tensor& time_mish, bool mask_is_ones) {
   torch::Tensor h = block1->forward(x, mask, mask_is_ones);
-  h = h + mlp_linear(time_mish).unsqueeze(-1);
+  h = h + mlp_linear(time_mish).unsqueeze(1);
   h = block2->forward(h, mask, mask_is_ones);
-  return h + res_conv(mask_is_ones ? x : x * mask);
+  return h + causal_conv_btc(res_conv, mask_is_ones ? x : x * mask);
 }
 
 TransformerBlock::TransformerBlock(int64_t dim, int64_t heads_, int64_t head_dim_) : heads(heads_), head_dim(head_dim_) {
@@ -88,12 +91,15 @@ torch::Tensor TransformerBlock::forward(torch::Tensor x, const torch::Tensor& bi
   torch::Tensor xn = norm1(x);
   torch::Tensor qkv = w_qkv.defined() ? torch::linear(xn, w_qkv)
                                       : torch::cat({to_q(xn), to_k(xn), to_v(xn)}, -1);
-  qkv = qkv.view({B, T, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, hd]
+  // One copy to head-major [3, B*H, T, hd]; the batched GEMMs then read
+  // q, k^T and v without further copies.
+  qkv = qkv.view({B, T, 3, heads, head_dim}).permute({2, 0, 3, 1, 4}).reshape({3, B * heads, T, head_dim});
   torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
-  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)).mul_(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  torch::Tensor scores = torch::bmm(q, k.transpose(1, 2)).mul_(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  scores = scores.view({B, heads, T, T});
   if (bias.defined()) scores.add_(bias);
-  torch::Tensor attn = torch::softmax(scores, -1);
-  torch::Tensor out = torch::matmul(attn, v).transpose(1, 2).reshape({B, T, inner});
+  torch::Tensor attn = torch::softmax(scores, -1).view({B * heads, T, T});
+  torch::Tensor out = torch::bmm(attn, v).view({B, heads, T, head_dim}).transpose(1, 2).reshape({B, T, inner});
   x = x + to_out0(out);
   return x + ff_out(torch::gelu(ff_proj(norm3(x))));
 }
@@ -168,23 +174,28 @@ torch::Tensor ConditionalDecoder::forward(const torch::Tensor& x_in, const torch
   const torch::Tensor tmish = torch::mish(temb);
 
   const int64_t T = x_in.size(2);
-  torch::Tensor x = torch::cat({x_in, mu, spks.unsqueeze(-1).expand({spks.size(0), spks.size(1), T}), cond}, 1);
+  // Time-major from here on ([B, T, C]); channels stacked as x, mu, spks, cond.
+  torch::Tensor x =
+      torch::cat({x_in, mu, spks.unsqueeze(-1).expand({spks.size(0), spks.size(1), T}), cond}, 1).transpose(1, 2).contiguous();
 
-  auto level_masks = [](const torch::Tensor& m) {
+  auto level_masks = [](const torch::Tensor& m) {  // m [B, T, 1]
     // diffusers adds (1 - mask) * -1e10 to the scores of padded keys.
     const bool ones = m.min().item<float>() == 1.0f;
     torch::Tensor bias;
-    if (!ones) bias = ((1.0 - m) * -1.0e10).unsqueeze(1);  // [B, 1, 1, T]
+    if (!ones) bias = ((1.0 - m) * -1.0e10).transpose(1, 2).unsqueeze(1);  // [B, 1, 1, T]
     return std::make_pair(ones, bias);
   };
   auto run_transformers = [](UnetLevel& lv, torch::Tensor h, const torch::Tensor& bias) {
-    h = h.transpose(1, 2).contiguous();
     for (auto& tb : lv.transformers) h = tb->forward(h, bias);
-    return h.transpose(1, 2).contiguous();
+    return h;
+  };
+  // Generic (non-Chatterbox) samplers run channel-major.
+  auto channel_major = [](auto& module, const torch::Tensor& h) {
+    return module->forward(h.transpose(1, 2)).transpose(1, 2).contiguous();
   };
 
   std::vector<torch::Tensor> hiddens;
-  std::vector<torch::Tensor> masks{mask};
+  std::vector<torch::Tensor> masks{mask.transpose(1, 2)};
   for (auto& lv : downs) {
     torch::Tensor m = masks.back();
     auto [ones, bias] = level_masks(m);
@@ -192,8 +203,8 @@ torch::Tensor ConditionalDecoder::forward(const torch::Tensor& x_in, const torch
     x = run_transformers(lv, x, bias);
     hiddens.push_back(x);
     torch::Tensor xm = ones ? x : x * m;
-    x = lv.is_causal ? causal_conv(lv.conv, xm) : lv.conv(xm);
-    masks.push_back(m.slice(2, 0, c10::nullopt, 2));
+    x = lv.is_causal ? causal_conv_btc(lv.conv, xm) : channel_major(lv.conv, xm);
+    masks.push_back(m.slice(1, 0, c10::nullopt, 2));
   }
   masks.pop_back();
   {
@@ -211,16 +222,16 @@ torch::Tensor ConditionalDecoder::forward(const torch::Tensor& x_in, const torch
     masks.pop_back();
     torch::Tensor skip = hiddens.back();
     hiddens.pop_back();
-    x = torch::cat({x.slice(2, 0, skip.size(2)), skip}, 1);
+    x = torch::cat({x.slice(1, 0, skip.size(1)), skip}, -1);
     auto [ones, bias] = level_masks(m_up);
     up_ones = ones;
     x = lv.resnet->forward(x, m_up, tmish, ones);
     x = run_transformers(lv, x, bias);
     torch::Tensor xm = ones ? x : x * m_up;
-    x = lv.is_causal ? causal_conv(lv.conv, xm) : lv.conv_t(xm);
+    x = lv.is_causal ? causal_conv_btc(lv.conv, xm) : channel_major(lv.conv_t, xm);
   }
   x = final_block->forward(x, m_up, up_ones);
-  torch::Tensor out = final_proj(up_ones ? x : x * m_up);
+  torch::Tensor out = causal_conv_btc(final_proj, up_ones ? x : x * m_up).transpose(1, 2).contiguous();
   return up_ones ? out : out * mask;
 }
 

@@ -78,6 +78,8 @@ torch::Tensor espnet_rel_pos_emb(int64_t T, int64_t d, const torch::TensorOption
 
 // -------------------------------------------------------------- estimator --
 
+// Estimator activations are time-major [B, T, C] and masks [B, T, 1]
+// (the reference is channel-major; only the layout differs).
 // CausalBlock1D: block.0 CausalConv1d(k3), block.2 LayerNorm over channels, Mish.
 struct CausalBlock1D : torch::nn::Module {
   CausalBlock1D(int64_t dim, int64_t dim_out);
@@ -154,7 +156,8 @@ struct FlowModel : torch::nn::Module {
   std::shared_ptr<ConditionalDecoder> estimator;
 };
 
-// Causal (left) padding of k-1 then the convolution.
-torch::Tensor causal_conv(torch::nn::Conv1d& conv, const torch::Tensor& x);
+// Causal (left pad k-1) Conv1d on time-major [B, T, C], as one GEMM over
+// unfolded frames.
+torch::Tensor causal_conv_btc(torch::nn::Conv1d& conv, const torch::Tensor& x);
 
 }  // namespace chatterbox::s3gen
