@@ -12,10 +12,12 @@
 // Streaming. One backbone output frame depends on input frames t±R
 // (R = 3 per kernel-7 conv); one sample u of the untrimmed overlap-add depends
 // on the frames t with t*hop <= u < t*hop + n_fft, i.e. only on frames up to
-// u/hop. So after N frames every sample u < (N-R)*hop is final. feed() keeps
-// the last few mel frames, reruns the model on [left context .. newest frame]
-// and emits exactly the samples an utterance `lookahead` frames shorter would
-// end with; the context kept is bounded by R + ceil(n_fft/hop) + lookahead.
+// u/hop. So after N frames every sample u < (N-R)*hop is final. feed() runs
+// each layer incrementally (a frame is computed once, as soon as its 7-frame
+// window has arrived) and emits exactly the samples an utterance `lookahead`
+// frames shorter would end with; drain() flushes the layers with the true
+// end's zero padding and overlap-add envelope. The context kept is 6 frames
+// per layer plus the time frames whose samples are not all out.
 #include "elements/vocoder/vocos/vocos.h"
 
 #include "gst-plugins/core/checkpoint.h"

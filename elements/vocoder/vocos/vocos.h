@@ -106,6 +106,8 @@ class VocosVocoder : public StreamingVocoder {
   std::map<std::string, at::Tensor> state_dict() const;
 
   // StreamingVocoder. Not thread-safe: one utterance stream per instance.
+  // The default lookahead is exact_lookahead_frames(): the smallest for which
+  // streamed output equals the whole-utterance output (to float rounding).
   const MelFormat& mel_format() const override;
   const char* name() const override { return "vocos"; }
   int64_t default_lookahead_frames() const override;
@@ -118,8 +120,9 @@ class VocosVocoder : public StreamingVocoder {
   int64_t frames_in() const override;
   at::Tensor forward(const at::Tensor& mel) override;  // [B, n_mels, T] -> [B, samples]
 
-  // Mel frames currently kept as context (bounded by the receptive field and
-  // the lookahead, whatever the utterance length).
+  // Frames currently kept as streaming context (layer inputs and time frames
+  // awaiting overlap-add): bounded by 2*receptive_frames() + lookahead +
+  // ceil(n_fft/hop) + 1, whatever the utterance length.
   int64_t buffered_frames() const;
 
   // Intermediate outputs (float32, on the input's device):
