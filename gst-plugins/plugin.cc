@@ -8,6 +8,9 @@
 static gboolean plugin_init(GstPlugin* plugin) {
   gboolean ok = TRUE;
   ok &= GST_ELEMENT_REGISTER(melspec, plugin);
+  ok &= GST_ELEMENT_REGISTER(vocosdec, plugin);
+  ok &= GST_ELEMENT_REGISTER(hiftdec, plugin);
+  ok &= GST_ELEMENT_REGISTER(chatterboxvocoder, plugin);
   return ok;
 }
 

@@ -9,7 +9,7 @@ packages=(
   libtorch-dev libopenblas0-pthread            # OpenBLAS: Debian's libtorch is ~20x slower on netlib BLAS
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  libboost-test-dev nlohmann-json3-dev libyaml-cpp-dev
+  libboost-test-dev nlohmann-json3-dev libyaml-cpp-dev libicu-dev
   espeak-ng sox                                # test speech and audio checks
 )
 missing=()

@@ -1,0 +1,36 @@
+#include "elements/vocoder/gstvocosdec.h"
+
+#include "elements/vocoder/vocos/vocos.h"
+#include "gst-plugins/elements.h"
+
+struct _GstVocosDec {
+  GstMelVocoder parent;
+};
+
+G_DEFINE_TYPE(GstVocosDec, gst_vocos_dec, GST_TYPE_MEL_VOCODER)
+GST_ELEMENT_REGISTER_DEFINE(vocosdec, "vocosdec", GST_RANK_NONE, GST_TYPE_VOCOS_DEC)
+
+static chatterbox::StreamingVocoder* gst_vocos_dec_load_model(GstMelVocoder*, const gchar* path, const gchar* device,
+                                                              GError** error) {
+  try {
+    chatterbox::VocosLoadOptions opts;
+    opts.device = device;
+    return chatterbox::VocosVocoder::load(path, opts).release();
+  } catch (const std::exception& e) {
+    g_set_error_literal(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ, e.what());
+    return nullptr;
+  }
+}
+
+static void gst_vocos_dec_class_init(GstVocosDecClass* klass) {
+  GstMelVocoderClass* vocoder_class = GST_MEL_VOCODER_CLASS(klass);
+  vocoder_class->load_model = gst_vocos_dec_load_model;
+  vocoder_class->default_model = CHATTERBOX_DEFAULT_VOCOS_MODEL;
+  gst_element_class_set_static_metadata(GST_ELEMENT_CLASS(klass), "Vocos vocoder", "Codec/Decoder/Audio",
+      "Turns log-mel frames into audio with Vocos (ConvNeXt + iSTFT). The model's feature layout fixes the sink "
+      "caps: S3Gen mels need a Vocos trained for them (vocos-train); charactr/vocos-mel-24khz takes melspec "
+      "preset=vocos features.",
+      "gst-chatterbox developers");
+}
+
+static void gst_vocos_dec_init(GstVocosDec*) {}
