@@ -3,6 +3,8 @@
 #include "elements/vocoder/hift/hift.h"
 #include "gst-plugins/elements.h"
 
+#include <ATen/Parallel.h>
+
 #include <cstring>
 
 enum { PROP_0, PROP_DETERMINISTIC, PROP_TRIM_FADE, PROP_SEED };
@@ -18,7 +20,7 @@ G_DEFINE_TYPE(GstHiftDec, gst_hift_dec, GST_TYPE_MEL_VOCODER)
 GST_ELEMENT_REGISTER_DEFINE(hiftdec, "hiftdec", GST_RANK_NONE, GST_TYPE_HIFT_DEC)
 
 static chatterbox::StreamingVocoder* gst_hift_dec_load_model(GstMelVocoder* base, const gchar* path,
-                                                             const gchar* device, GError** error) {
+                                                             const gchar* device, gint threads, GError** error) {
   GstHiftDec* self = GST_HIFT_DEC(base);
   if (device && std::strcmp(device, "cpu") != 0) {
     g_set_error(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
@@ -26,6 +28,7 @@ static chatterbox::StreamingVocoder* gst_hift_dec_load_model(GstMelVocoder* base
     return nullptr;
   }
   try {
+    if (threads > 0) at::set_num_threads(threads);
     chatterbox::hift::HiftVocoderOptions opts;
     GST_OBJECT_LOCK(self);
     opts.trim_fade = self->trim_fade;

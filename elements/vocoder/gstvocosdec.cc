@@ -11,10 +11,11 @@ G_DEFINE_TYPE(GstVocosDec, gst_vocos_dec, GST_TYPE_MEL_VOCODER)
 GST_ELEMENT_REGISTER_DEFINE(vocosdec, "vocosdec", GST_RANK_NONE, GST_TYPE_VOCOS_DEC)
 
 static chatterbox::StreamingVocoder* gst_vocos_dec_load_model(GstMelVocoder*, const gchar* path, const gchar* device,
-                                                              GError** error) {
+                                                              gint threads, GError** error) {
   try {
     chatterbox::VocosLoadOptions opts;
     opts.device = device;
+    opts.threads = threads;  // also sizes OpenBLAS's pool (see VocosLoadOptions)
     return chatterbox::VocosVocoder::load(path, opts).release();
   } catch (const std::exception& e) {
     g_set_error_literal(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ, e.what());

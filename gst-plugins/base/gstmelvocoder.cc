@@ -4,7 +4,6 @@
 #include "gst-plugins/core/vocoder.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <gst/base/gstadapter.h>
 
 #include <cstring>
@@ -321,10 +320,9 @@ static gboolean load_model(GstMelVocoder* self) {
     g_free(device);
     return FALSE;
   }
-  if (threads > 0) at::set_num_threads(threads);
   GError* err = nullptr;
   GST_INFO_OBJECT(self, "loading model %s on %s", model, device);
-  p->vocoder = klass->load_model(self, model, device, &err);
+  p->vocoder = klass->load_model(self, model, device, threads, &err);
   if (!p->vocoder) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load model '%s': %s", model, err ? err->message : "unknown error"),
                       (nullptr));

@@ -24,11 +24,11 @@ struct _GstMelVocoderClass {
   GstElementClass parent_class;
 
   // Loads the model at `path` (never NULL: the `model` property or the
-  // subclass's default_model) for `device` ("cpu", "cuda"). Returns a new
-  // vocoder owned by the caller, or NULL with *error set to a message a user
-  // can act on.
+  // subclass's default_model) for `device` ("cpu", "cuda") with `threads`
+  // CPU threads (0: LibTorch's default). Returns a new vocoder owned by the
+  // caller, or NULL with *error set to a message a user can act on.
   chatterbox::StreamingVocoder* (*load_model)(GstMelVocoder* self, const gchar* path, const gchar* device,
-                                              GError** error);
+                                              gint threads, GError** error);
   // Path used when the `model` property is unset; NULL: `model` is required.
   const gchar* default_model;
 };
