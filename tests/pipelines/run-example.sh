@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs one example from pipelines/ on generated speech and checks its output:
+# the wav exists and has the sample count the recipe implies.
+#   run-example.sh copy-synthesis-vocos|copy-synthesis-hift|mel-to-wav|speak-sentence
+set -euo pipefail
+root="${CHATTERBOX_SOURCE_ROOT:?}"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+samples() { soxi -s "$1"; }
+# 1.5 s of speech at 24 kHz: 36000 samples = 75 frames of hop 480.
+espeak-ng -v en-us -s 170 -w "$tmp/speech22k.wav" "Testing one two three, testing."
+sox "$tmp/speech22k.wav" -r 24000 "$tmp/in.wav"
+n=$(samples "$tmp/in.wav")
+expect=$(( n / 480 * 480 ))
+case "$1" in
+  copy-synthesis-vocos) bash "$root/pipelines/copy-synthesis.sh" "$tmp/in.wav" "$tmp/out.wav" vocos ;;
+  copy-synthesis-hift) bash "$root/pipelines/copy-synthesis.sh" "$tmp/in.wav" "$tmp/out.wav" hift ;;
+  speak-sentence)
+    bash "$root/pipelines/speak-sentence.sh" "$tmp/out.wav" "Testing one two three, testing."
+    espeak-ng -v en-us -s 160 -w "$tmp/s.wav" "Testing one two three, testing."
+    sox "$tmp/s.wav" -r 24000 "$tmp/s24.wav"
+    expect=$(( $(samples "$tmp/s24.wav") / 480 * 480 )) ;;
+  mel-to-wav)
+    # 75 frames of a constant quiet mel.
+    python3 -c "import struct,sys; sys.stdout.buffer.write(struct.pack('<6000f', *([-8.0]*6000)))" > "$tmp/mel.f32"
+    bash "$root/pipelines/mel-to-wav.sh" "$tmp/mel.f32" "$tmp/out.wav"
+    expect=$(( 75 * 480 )) ;;
+  *) echo "unknown example $1" >&2; exit 2 ;;
+esac
+got=$(samples "$tmp/out.wav")
+echo "$1: $got samples (expected $expect)"
+[ "$got" = "$expect" ]
