@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <iostream>
 #include <map>
 
@@ -307,4 +309,46 @@ BOOST_AUTO_TEST_CASE(estimator_padding_mask_hides_padded_frames) {
   at::Tensor out = t.flow.estimator(noisy, mask, mu, tt, spks, cond);
   BOOST_TEST(report("masked estimator, valid frames", out.slice(2, 0, T), ref) <= 1e-5);
   BOOST_TEST(out.slice(2, T).abs().max().item<double>() == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(real_checkpoint_layout_loads_with_inferred_config) {
+  // Every flow.* row of the published s3gen.safetensors key list, as
+  // zero-stride placeholders of the right shape (no metadata, like the real
+  // file), plus a non-flow tensor that must be ignored.
+  std::ifstream tsv(fixture("s3gen/keys/s3gen_keys.tsv"));
+  std::string line;
+  std::getline(tsv, line);  // header
+  auto store = std::make_shared<TensorStore>();
+  store->path = "s3gen_keys.tsv (placeholders)";
+  size_t flow_rows = 0;
+  while (std::getline(tsv, line)) {
+    std::stringstream ss(line);
+    std::string name, dtype, shape;
+    std::getline(ss, name, '\t');
+    std::getline(ss, dtype, '\t');
+    std::getline(ss, shape, '\t');
+    if (name.rfind("flow.", 0) != 0 && name != "mel2wav.conv_pre.bias") continue;
+    flow_rows += name.rfind("flow.", 0) == 0;
+    std::vector<int64_t> dims;
+    std::stringstream sd(shape.substr(1, shape.size() - 2));
+    for (std::string d; std::getline(sd, d, ',');) dims.push_back(std::stoll(d));
+    store->tensors[name] = at::zeros({1}).expand(dims);
+  }
+  BOOST_TEST(flow_rows == 1121u);
+  S3GenFlow f = S3GenFlow::load(Checkpoint(store));
+  BOOST_TEST(f.prefix() == "flow.");
+  const S3GenFlowConfig& c = f.config();
+  S3GenFlowConfig real;
+  BOOST_TEST(c.input_size == real.input_size);
+  BOOST_TEST(c.encoder_heads == real.encoder_heads);
+  BOOST_TEST(c.encoder_linear_units == real.encoder_linear_units);
+  BOOST_TEST(c.encoder_blocks == real.encoder_blocks);
+  BOOST_TEST(c.encoder_up_blocks == real.encoder_up_blocks);
+  BOOST_TEST(c.estimator_channels == real.estimator_channels);
+  BOOST_TEST(c.attention_head_dim == real.attention_head_dim);
+  BOOST_TEST(c.n_blocks == real.n_blocks);
+  BOOST_TEST(c.num_mid_blocks == real.num_mid_blocks);
+  BOOST_TEST(c.pre_lookahead_len == 3);
+  // The module tree holds exactly the checkpoint's flow tensors.
+  BOOST_TEST(f.parameter_names().size() == flow_rows);
 }

@@ -125,6 +125,11 @@ S3GenFlow::~S3GenFlow() = default;
 
 const S3GenFlowConfig& S3GenFlow::config() const { return impl_->model->cfg; }
 const std::string& S3GenFlow::prefix() const { return impl_->prefix; }
+std::vector<std::string> S3GenFlow::parameter_names() const {
+  std::vector<std::string> names;
+  for (const auto& p : impl_->model->named_parameters()) names.push_back(p.key());
+  return names;
+}
 
 namespace {
 

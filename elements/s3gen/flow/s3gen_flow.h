@@ -109,6 +109,8 @@ class S3GenFlow {
   const S3GenFlowConfig& config() const;
   // The key prefix the weights were found under ("" or "flow.").
   const std::string& prefix() const;
+  // State-dict names (without prefix) of every parameter the model holds.
+  std::vector<std::string> parameter_names() const;
 
   // Encoder half. `token` [1, N] must already hold valid ids; prompt_feat
   // frames must be token_mel_ratio * P (ModelError otherwise).
