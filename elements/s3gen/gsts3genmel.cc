@@ -1,0 +1,466 @@
+#include "elements/s3gen/gsts3genmel.h"
+
+#include "elements/s3gen/flow/s3gen_flow.h"
+#include "gst-plugins/caps.h"
+#include "gst-plugins/core/checkpoint.h"
+#include "gst-plugins/elements.h"
+
+#include <ATen/ATen.h>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <vector>
+
+GST_DEBUG_CATEGORY_STATIC(s3gen_mel_debug);
+#define GST_CAT_DEFAULT s3gen_mel_debug
+
+enum { PROP_0, PROP_MODEL, PROP_VOICE, PROP_N_TIMESTEPS, PROP_CFG_RATE, PROP_SEED, PROP_NOISE_FILE, PROP_DEVICE,
+       PROP_CHUNK_TOKENS };
+
+struct _GstS3GenMel {
+  GstElement parent;
+  GstPad* sinkpad;
+  GstPad* srcpad;
+
+  // Properties (object lock).
+  gchar* model;
+  gchar* voice_path;
+  gchar* noise_file;
+  gchar* device;
+  gint n_timesteps;  // 0: the model's (10)
+  gdouble cfg_rate;  // < 0: the model's (0.7)
+  guint64 seed;
+  guint chunk_tokens;  // 0: whole utterance (exact)
+
+  // Loaded in NULL -> READY.
+  std::optional<chatterbox::S3GenFlow> flow;
+  std::optional<chatterbox::S3GenVoice> voice;
+  at::Tensor noise;  // from noise-file, or undefined
+
+  // Current utterance.
+  std::vector<int64_t> tokens;  // whole-utterance mode: everything; streaming: not yet pushed
+  std::unique_ptr<chatterbox::S3GenFlowStreamer> streamer;
+  gint64 frames_out;
+  guint64 utterances;
+  gboolean in_utterance;
+  GstClockTime utterance_pts;
+  GstClockTime next_pts;
+  GstSegment in_segment;
+  gboolean segment_pending;
+  gboolean have_caps;
+};
+
+G_DEFINE_TYPE(GstS3GenMel, gst_s3gen_mel, GST_TYPE_ELEMENT)
+GST_ELEMENT_REGISTER_DEFINE(s3genmel, "s3genmel", GST_RANK_NONE, GST_TYPE_S3GEN_MEL)
+
+static GstStaticPadTemplate sink_template =
+    GST_STATIC_PAD_TEMPLATE("sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS(CHATTERBOX_TOKENS_CAPS));
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
+    "src", GST_PAD_SRC, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS(CHATTERBOX_MEL_MEDIA_TYPE ", format=(string)F32LE, layout=(string)frame-major, log=(string)ln, "
+                                              "rate=(int)24000, n-mels=(int)80, hop-length=(int)480"));
+
+static void ensure_segment(GstS3GenMel* self) {
+  if (!self->segment_pending) return;
+  GstSegment seg;
+  if (self->in_segment.format == GST_FORMAT_TIME)
+    gst_segment_copy_into(&self->in_segment, &seg);
+  else
+    gst_segment_init(&seg, GST_FORMAT_TIME);
+  gst_pad_push_event(self->srcpad, gst_event_new_segment(&seg));
+  self->segment_pending = FALSE;
+}
+
+// mel [1, 80, k] -> one frame-major buffer stamped in audio time.
+static GstFlowReturn push_mel(GstS3GenMel* self, const at::Tensor& mel) {
+  const int64_t k = mel.size(2);
+  if (k == 0) return GST_FLOW_OK;
+  if (!at::isfinite(mel).all().item<bool>()) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("The flow model produced NaN or infinite mel values"),
+                      ("check the model and voice files"));
+    return GST_FLOW_ERROR;
+  }
+  ensure_segment(self);
+  at::Tensor frames = mel[0].transpose(0, 1).contiguous();  // [k, 80]
+  GstBuffer* buf = gst_buffer_new_allocate(nullptr, frames.numel() * sizeof(float), nullptr);
+  gst_buffer_fill(buf, 0, frames.data_ptr<float>(), frames.numel() * sizeof(float));
+  const chatterbox::MelFormat f = chatterbox::MelFormat::s3gen();
+  const gint64 first = self->frames_out;
+  const GstClockTime start = self->utterance_pts + gst_util_uint64_scale_int(first * f.hop_length, GST_SECOND, f.rate);
+  const GstClockTime end = self->utterance_pts + gst_util_uint64_scale_int((first + k) * f.hop_length, GST_SECOND, f.rate);
+  GST_BUFFER_PTS(buf) = start;
+  GST_BUFFER_DURATION(buf) = end - start;
+  GST_BUFFER_OFFSET(buf) = first;
+  GST_BUFFER_OFFSET_END(buf) = first + k;
+  if (first == 0) GST_BUFFER_FLAG_SET(buf, GST_BUFFER_FLAG_DISCONT);
+  self->frames_out += k;
+  self->next_pts = end;
+  return gst_pad_push(self->srcpad, buf);
+}
+
+static at::Tensor token_tensor(const std::vector<int64_t>& ids) {
+  return at::tensor(ids, at::kLong).reshape({1, static_cast<int64_t>(ids.size())});
+}
+
+static chatterbox::S3GenStreamerOptions streamer_options(GstS3GenMel* self) {
+  chatterbox::S3GenStreamerOptions o;
+  o.n_timesteps = self->n_timesteps > 0 ? self->n_timesteps : -1;
+  o.cfg_rate = self->cfg_rate;
+  o.seed = self->seed + self->utterances;
+  return o;
+}
+
+// Ends the current utterance: decodes what is left and pushes it.
+static GstFlowReturn finish_utterance(GstS3GenMel* self) {
+  if (!self->in_utterance) return GST_FLOW_OK;
+  self->in_utterance = FALSE;
+  GstFlowReturn ret = GST_FLOW_OK;
+  try {
+    at::Tensor mel;
+    if (self->streamer) {
+      if (!self->tokens.empty()) ret = push_mel(self, self->streamer->push(token_tensor(self->tokens)));
+      self->tokens.clear();
+      if (ret == GST_FLOW_OK && self->streamer->tokens() > 0) ret = push_mel(self, self->streamer->finish());
+      self->streamer.reset();
+    } else if (!self->tokens.empty()) {
+      chatterbox::S3GenInferenceOptions o;
+      o.n_timesteps = self->n_timesteps > 0 ? self->n_timesteps : -1;
+      o.cfg_rate = self->cfg_rate;
+      o.seed = self->seed + self->utterances;
+      if (self->noise.defined()) o.noise = self->noise;
+      GST_DEBUG_OBJECT(self, "decoding an utterance of %zu tokens", self->tokens.size());
+      ret = push_mel(self, self->flow->inference(token_tensor(self->tokens), *self->voice, o));
+      self->tokens.clear();
+    }
+  } catch (const std::exception& e) {
+    self->tokens.clear();
+    self->streamer.reset();
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("S3Gen flow failed"), ("%s", e.what()));
+    ret = GST_FLOW_ERROR;
+  }
+  self->utterances++;
+  self->frames_out = 0;
+  return ret;
+}
+
+static GstFlowReturn gst_s3gen_mel_chain(GstPad*, GstObject* parent, GstBuffer* buf) {
+  GstS3GenMel* self = GST_S3GEN_MEL(parent);
+  GstFlowReturn ret = GST_FLOW_OK;
+  if (GST_BUFFER_FLAG_IS_SET(buf, GST_BUFFER_FLAG_DISCONT) && self->in_utterance) ret = finish_utterance(self);
+  if (ret != GST_FLOW_OK) {
+    gst_buffer_unref(buf);
+    return ret;
+  }
+  if (!self->in_utterance) {
+    self->in_utterance = TRUE;
+    self->frames_out = 0;
+    if (self->in_segment.format == GST_FORMAT_TIME && GST_BUFFER_PTS_IS_VALID(buf))
+      self->utterance_pts = GST_BUFFER_PTS(buf);
+    else
+      self->utterance_pts = GST_CLOCK_TIME_IS_VALID(self->next_pts) ? self->next_pts : 0;
+    if (self->chunk_tokens > 0)
+      self->streamer = std::make_unique<chatterbox::S3GenFlowStreamer>(*self->flow, *self->voice, streamer_options(self));
+  }
+  GstMapInfo map;
+  gst_buffer_map(buf, &map, GST_MAP_READ);
+  const gsize n = map.size / sizeof(gint32);
+  if (map.size % sizeof(gint32))
+    GST_WARNING_OBJECT(self, "ignoring %" G_GSIZE_FORMAT " bytes that are not a whole S32 token", map.size % 4);
+  const auto* ids = reinterpret_cast<const gint32*>(map.data);
+  for (gsize i = 0; i < n; ++i) {
+    // Upstream drops ids outside the codebook (T3's start/stop and unused ids).
+    if (ids[i] < 0 || ids[i] >= 6561) {
+      GST_WARNING_OBJECT(self, "dropping token id %d: outside the 6561-entry S3 codebook", ids[i]);
+      continue;
+    }
+    self->tokens.push_back(ids[i]);
+  }
+  gst_buffer_unmap(buf, &map);
+  gst_buffer_unref(buf);
+  if (self->streamer && self->tokens.size() >= self->chunk_tokens) {
+    try {
+      ret = push_mel(self, self->streamer->push(token_tensor(self->tokens)));
+      self->tokens.clear();
+    } catch (const std::exception& e) {
+      GST_ELEMENT_ERROR(self, STREAM, FAILED, ("S3Gen flow failed"), ("%s", e.what()));
+      return GST_FLOW_ERROR;
+    }
+  }
+  return ret;
+}
+
+static gboolean gst_s3gen_mel_sink_event(GstPad* pad, GstObject* parent, GstEvent* event) {
+  GstS3GenMel* self = GST_S3GEN_MEL(parent);
+  switch (GST_EVENT_TYPE(event)) {
+    case GST_EVENT_CAPS: {
+      gst_event_unref(event);
+      GstCaps* out = chatterbox::mel_format_to_caps(chatterbox::MelFormat::s3gen());
+      gboolean ok = gst_pad_set_caps(self->srcpad, out);
+      gst_caps_unref(out);
+      return ok;
+    }
+    case GST_EVENT_SEGMENT:
+      gst_event_copy_segment(event, &self->in_segment);
+      self->segment_pending = TRUE;
+      gst_event_unref(event);
+      return TRUE;
+    case GST_EVENT_EOS:
+      finish_utterance(self);
+      ensure_segment(self);
+      return gst_pad_push_event(self->srcpad, event);
+    case GST_EVENT_FLUSH_STOP:
+      self->tokens.clear();
+      self->streamer.reset();
+      self->in_utterance = FALSE;
+      self->next_pts = GST_CLOCK_TIME_NONE;
+      self->segment_pending = TRUE;
+      return gst_pad_push_event(self->srcpad, event);
+    default:
+      return gst_pad_event_default(pad, parent, event);
+  }
+}
+
+static gboolean gst_s3gen_mel_src_query(GstPad* pad, GstObject* parent, GstQuery* query) {
+  GstS3GenMel* self = GST_S3GEN_MEL(parent);
+  if (GST_QUERY_TYPE(query) == GST_QUERY_CAPS) {
+    GstCaps* filter;
+    gst_query_parse_caps(query, &filter);
+    GstCaps* caps = chatterbox::mel_format_to_caps(chatterbox::MelFormat::s3gen());
+    if (filter) {
+      GstCaps* both = gst_caps_intersect_full(filter, caps, GST_CAPS_INTERSECT_FIRST);
+      gst_caps_unref(caps);
+      caps = both;
+    }
+    gst_query_set_caps_result(query, caps);
+    gst_caps_unref(caps);
+    return TRUE;
+  }
+  if (GST_QUERY_TYPE(query) == GST_QUERY_LATENCY) {
+    if (!gst_pad_peer_query(self->sinkpad, query)) return FALSE;
+    gboolean live;
+    GstClockTime min, max;
+    gst_query_parse_latency(query, &live, &min, &max);
+    // Streaming: a chunk waits for chunk-tokens tokens (40 ms each). Whole
+    // utterances: unbounded (the utterance length), reported as no maximum.
+    GST_OBJECT_LOCK(self);
+    const guint chunk = self->chunk_tokens;
+    GST_OBJECT_UNLOCK(self);
+    const GstClockTime ours = chunk > 0 ? gst_util_uint64_scale_int(chunk, GST_SECOND, 25) : 0;
+    gst_query_set_latency(query, live, min + ours, chunk > 0 && GST_CLOCK_TIME_IS_VALID(max) ? max + ours
+                                                                                             : GST_CLOCK_TIME_NONE);
+    return TRUE;
+  }
+  return gst_pad_query_default(pad, parent, query);
+}
+
+static gboolean load(GstS3GenMel* self) {
+  GST_OBJECT_LOCK(self);
+  std::string model = self->model ? self->model : "";
+  std::string voice = self->voice_path ? self->voice_path : "";
+  std::string noise = self->noise_file ? self->noise_file : "";
+  std::string device = self->device ? self->device : "cpu";
+  GST_OBJECT_UNLOCK(self);
+  if (model.empty()) {
+    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("No model given: set 'model' to Chatterbox's s3gen.safetensors"),
+                      (nullptr));
+    return FALSE;
+  }
+  if (voice.empty()) {
+    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
+                      ("No voice given: set 'voice' to a conds file (Chatterbox's conds.pt, or safetensors with "
+                       "gen.prompt_token, gen.prompt_feat, gen.embedding)"),
+                      (nullptr));
+    return FALSE;
+  }
+  if (device != "cpu") {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("s3genmel runs on the CPU only in this version (device '%s')",
+                                                 device.c_str()), (nullptr));
+    return FALSE;
+  }
+  try {
+    self->flow.emplace(chatterbox::S3GenFlow::load(model));
+  } catch (const std::exception& e) {
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load model '%s': %s", model.c_str(), e.what()), (nullptr));
+    return FALSE;
+  }
+  try {
+    self->voice.emplace(chatterbox::S3GenVoice::load(voice));
+  } catch (const std::exception& e) {
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load voice '%s': %s", voice.c_str(), e.what()), (nullptr));
+    self->flow.reset();
+    return FALSE;
+  }
+  if (!noise.empty()) {
+    try {
+      chatterbox::Checkpoint ck = chatterbox::Checkpoint::open(noise);
+      self->noise = ck.get("noise", {1, 80, -1});
+    } catch (const std::exception& e) {
+      GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ,
+                        ("Could not read noise file '%s': %s", noise.c_str(), e.what()),
+                        ("expected a safetensors file holding 'noise' [1, 80, N], N >= prompt + target frames"));
+      self->flow.reset();
+      self->voice.reset();
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+static GstStateChangeReturn gst_s3gen_mel_change_state(GstElement* element, GstStateChange transition) {
+  GstS3GenMel* self = GST_S3GEN_MEL(element);
+  switch (transition) {
+    case GST_STATE_CHANGE_NULL_TO_READY:
+      if (!load(self)) return GST_STATE_CHANGE_FAILURE;
+      break;
+    case GST_STATE_CHANGE_READY_TO_PAUSED:
+      gst_segment_init(&self->in_segment, GST_FORMAT_UNDEFINED);
+      self->segment_pending = TRUE;
+      self->next_pts = GST_CLOCK_TIME_NONE;
+      self->in_utterance = FALSE;
+      self->utterances = 0;
+      self->tokens.clear();
+      break;
+    default:
+      break;
+  }
+  GstStateChangeReturn ret = GST_ELEMENT_CLASS(gst_s3gen_mel_parent_class)->change_state(element, transition);
+  switch (transition) {
+    case GST_STATE_CHANGE_PAUSED_TO_READY:
+      self->streamer.reset();
+      self->tokens.clear();
+      break;
+    case GST_STATE_CHANGE_READY_TO_NULL:
+      self->flow.reset();
+      self->voice.reset();
+      self->noise = at::Tensor();
+      break;
+    default:
+      break;
+  }
+  return ret;
+}
+
+static void set_string(gchar** dst, const GValue* value) {
+  g_free(*dst);
+  *dst = g_value_dup_string(value);
+}
+
+static void gst_s3gen_mel_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
+  GstS3GenMel* self = GST_S3GEN_MEL(object);
+  GST_OBJECT_LOCK(self);
+  switch (id) {
+    case PROP_MODEL: set_string(&self->model, value); break;
+    case PROP_VOICE: set_string(&self->voice_path, value); break;
+    case PROP_NOISE_FILE: set_string(&self->noise_file, value); break;
+    case PROP_DEVICE: set_string(&self->device, value); break;
+    case PROP_N_TIMESTEPS: self->n_timesteps = g_value_get_int(value); break;
+    case PROP_CFG_RATE: self->cfg_rate = g_value_get_double(value); break;
+    case PROP_SEED: self->seed = g_value_get_uint64(value); break;
+    case PROP_CHUNK_TOKENS: self->chunk_tokens = g_value_get_uint(value); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
+  }
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_s3gen_mel_get_property(GObject* object, guint id, GValue* value, GParamSpec* pspec) {
+  GstS3GenMel* self = GST_S3GEN_MEL(object);
+  GST_OBJECT_LOCK(self);
+  switch (id) {
+    case PROP_MODEL: g_value_set_string(value, self->model); break;
+    case PROP_VOICE: g_value_set_string(value, self->voice_path); break;
+    case PROP_NOISE_FILE: g_value_set_string(value, self->noise_file); break;
+    case PROP_DEVICE: g_value_set_string(value, self->device); break;
+    case PROP_N_TIMESTEPS: g_value_set_int(value, self->n_timesteps); break;
+    case PROP_CFG_RATE: g_value_set_double(value, self->cfg_rate); break;
+    case PROP_SEED: g_value_set_uint64(value, self->seed); break;
+    case PROP_CHUNK_TOKENS: g_value_set_uint(value, self->chunk_tokens); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
+  }
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_s3gen_mel_finalize(GObject* object) {
+  GstS3GenMel* self = GST_S3GEN_MEL(object);
+  g_free(self->model);
+  g_free(self->voice_path);
+  g_free(self->noise_file);
+  g_free(self->device);
+  self->flow.~optional();
+  self->voice.~optional();
+  self->noise.~Tensor();
+  self->tokens.~vector();
+  self->streamer.~unique_ptr();
+  G_OBJECT_CLASS(gst_s3gen_mel_parent_class)->finalize(object);
+}
+
+static void gst_s3gen_mel_class_init(GstS3GenMelClass* klass) {
+  GObjectClass* gobject_class = G_OBJECT_CLASS(klass);
+  GstElementClass* element_class = GST_ELEMENT_CLASS(klass);
+  GST_DEBUG_CATEGORY_INIT(s3gen_mel_debug, "s3genmel", 0, "chatterbox S3Gen tokens to mel");
+  gobject_class->set_property = gst_s3gen_mel_set_property;
+  gobject_class->get_property = gst_s3gen_mel_get_property;
+  gobject_class->finalize = gst_s3gen_mel_finalize;
+  element_class->change_state = gst_s3gen_mel_change_state;
+  const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  g_object_class_install_property(gobject_class, PROP_MODEL,
+      g_param_spec_string("model", "Model",
+                          "Chatterbox's s3gen.safetensors (or s3gen.pt; its flow. tensors are used) or a flow-only "
+                          "checkpoint with a config; loaded when going to READY",
+                          nullptr, rw));
+  g_object_class_install_property(gobject_class, PROP_VOICE,
+      g_param_spec_string("voice", "Voice",
+                          "Conds file giving the prompt tokens, prompt mel and x-vector: Chatterbox's conds.pt, or "
+                          "safetensors with gen.prompt_token [1,P], gen.prompt_feat [1,2P,80], gen.embedding [1,192]",
+                          nullptr, rw));
+  g_object_class_install_property(gobject_class, PROP_N_TIMESTEPS,
+      g_param_spec_int("n-timesteps", "Steps", "Euler steps of the flow ODE (0: the model's, 10)", 0, 1000, 0, rw));
+  g_object_class_install_property(gobject_class, PROP_CFG_RATE,
+      g_param_spec_double("cfg-rate", "CFG rate", "Classifier-free guidance rate (negative: the model's, 0.7)", -1.0,
+                          100.0, -1.0, rw));
+  g_object_class_install_property(gobject_class, PROP_SEED,
+      g_param_spec_uint64("seed", "Seed",
+                          "Seed of the initial noise (utterance n uses seed + n): the same seed gives the same mel",
+                          0, G_MAXUINT64, 0, rw));
+  g_object_class_install_property(gobject_class, PROP_NOISE_FILE,
+      g_param_spec_string("noise-file", "Noise file",
+                          "Safetensors holding 'noise' [1, 80, N] used as the initial noise (first frames used) to "
+                          "reproduce a reference run exactly; whole-utterance mode only",
+                          nullptr, rw));
+  g_object_class_install_property(gobject_class, PROP_DEVICE,
+      g_param_spec_string("device", "Device", "Where to run: 'cpu' (the only one this version supports)", "cpu", rw));
+  g_object_class_install_property(gobject_class, PROP_CHUNK_TOKENS,
+      g_param_spec_uint("chunk-tokens", "Chunk tokens",
+                        "0 (default): decode each utterance whole at its end (DISCONT or EOS), exactly as the "
+                        "reference. N > 0: stream, re-decoding all tokens so far every N tokens and emitting the new "
+                        "frames (upstream's S3GenStreamer rule; the last 3 tokens wait as look-ahead). Streamed "
+                        "frames differ from whole-utterance ones (see tests/s3gen for measurements).",
+                        0, 100000, 0, rw));
+  gst_element_class_add_static_pad_template(element_class, &sink_template);
+  gst_element_class_add_static_pad_template(element_class, &src_template);
+  gst_element_class_set_static_metadata(element_class, "S3Gen token-to-mel", "Codec/Decoder/Audio",
+      "Turns S3 speech tokens into 80-bin log-mel frames with Chatterbox's flow-matching decoder, conditioned on "
+      "a voice",
+      "gst-chatterbox developers");
+}
+
+static void gst_s3gen_mel_init(GstS3GenMel* self) {
+  new (&self->flow) std::optional<chatterbox::S3GenFlow>();
+  new (&self->voice) std::optional<chatterbox::S3GenVoice>();
+  new (&self->noise) at::Tensor();
+  new (&self->tokens) std::vector<int64_t>();
+  new (&self->streamer) std::unique_ptr<chatterbox::S3GenFlowStreamer>();
+  self->sinkpad = gst_pad_new_from_static_template(&sink_template, "sink");
+  gst_pad_set_chain_function(self->sinkpad, gst_s3gen_mel_chain);
+  gst_pad_set_event_function(self->sinkpad, gst_s3gen_mel_sink_event);
+  gst_element_add_pad(GST_ELEMENT(self), self->sinkpad);
+  self->srcpad = gst_pad_new_from_static_template(&src_template, "src");
+  gst_pad_set_query_function(self->srcpad, gst_s3gen_mel_src_query);
+  gst_pad_use_fixed_caps(self->srcpad);
+  gst_element_add_pad(GST_ELEMENT(self), self->srcpad);
+  self->device = g_strdup("cpu");
+  self->cfg_rate = -1.0;
+  gst_segment_init(&self->in_segment, GST_FORMAT_UNDEFINED);
+  self->segment_pending = TRUE;
+  self->utterance_pts = self->next_pts = GST_CLOCK_TIME_NONE;
+}
