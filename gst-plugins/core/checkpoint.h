@@ -27,8 +27,10 @@ class ModelError : public std::runtime_error {
 std::string shape_str(const std::vector<int64_t>& shape);
 std::string shape_str(at::IntArrayRef shape);
 
-// The tensors of one file, by name, plus string metadata. Tensors are copied
-// out of the file (so the file may be closed) in their stored dtype.
+// The tensors of one file, by name, plus string metadata, in their stored
+// dtype. From read_safetensors/read_tensor_file, aligned safetensors tensors
+// are copy-on-write views of a private mapping of the file that lives as long
+// as any of them (the file may be deleted meanwhile); all others are copies.
 struct TensorStore {
   std::string path;                       // for messages
   std::map<std::string, at::Tensor> tensors;

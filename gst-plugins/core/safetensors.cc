@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
+#include <memory>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -53,7 +54,9 @@ struct MappedFile {
       throw ModelError("'" + path + "' is not a regular file");
     }
     size = static_cast<size_t>(st.st_size);
-    if (size > 0) addr = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    // Copy-on-write: tensors handed out as views of the mapping may be
+    // modified in place by a model without touching the file.
+    if (size > 0) addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     ::close(fd);
     if (size > 0 && addr == MAP_FAILED) throw ModelError("cannot map '" + path + "': " + std::strerror(errno));
   }
@@ -72,7 +75,11 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 }
 std::string shape_str(at::IntArrayRef shape) { return shape_str(shape.vec()); }
 
-TensorStore parse_safetensors(const uint8_t* data, size_t size, const std::string& name) {
+namespace {
+// `owner`, when set, keeps `data` alive: aligned tensors are then views of it
+// (zero-copy: a 1 GB checkpoint costs only the pages a model reads), others
+// are copied.
+TensorStore parse(const uint8_t* data, size_t size, const std::string& name, std::shared_ptr<void> owner) {
   auto fail = [&](const std::string& why) -> ModelError {
     return ModelError("'" + name + "' is not a valid safetensors file: " + why);
   };
@@ -131,8 +138,15 @@ TensorStore parse_safetensors(const uint8_t* data, size_t size, const std::strin
       throw fail("tensor '" + key + "' of shape " + shape_str(shape) + " and dtype " + dt->name + " needs " +
                  std::to_string(numel * dt->size) + " bytes but its offsets span " + std::to_string(en - b));
     ranges.emplace_back(b, en);
-    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dt->type));
-    if (numel) std::memcpy(t.data_ptr(), body + b, en - b);  // files are little-endian, as is x86/arm
+    // Files are little-endian, as are x86 and arm.
+    const uint8_t* src = body + b;
+    at::Tensor t;
+    if (owner && numel && reinterpret_cast<uintptr_t>(src) % dt->size == 0) {
+      t = at::from_blob(const_cast<uint8_t*>(src), shape, [owner](void*) {}, at::TensorOptions().dtype(dt->type));
+    } else {
+      t = at::empty(shape, at::TensorOptions().dtype(dt->type));
+      if (numel) std::memcpy(t.data_ptr(), src, en - b);
+    }
     out.tensors[key] = t;
   }
   std::sort(ranges.begin(), ranges.end());
@@ -141,17 +155,22 @@ TensorStore parse_safetensors(const uint8_t* data, size_t size, const std::strin
       throw fail("tensor data ranges overlap");
   return out;
 }
+}  // namespace
+
+TensorStore parse_safetensors(const uint8_t* data, size_t size, const std::string& name) {
+  return parse(data, size, name, nullptr);
+}
 
 TensorStore read_safetensors(const std::string& path) {
-  MappedFile f(path);
-  return parse_safetensors(f.data(), f.size, path);
+  auto f = std::make_shared<MappedFile>(path);
+  return parse(f->data(), f->size, path, f);
 }
 
 TensorStore read_tensor_file(const std::string& path) {
-  MappedFile f(path);
+  auto f = std::make_shared<MappedFile>(path);
   // torch.save zip files start with a local file header "PK\3\4".
-  if (f.size >= 4 && std::memcmp(f.data(), "PK\x03\x04", 4) == 0) return parse_torch_zip(f.data(), f.size, path);
-  return parse_safetensors(f.data(), f.size, path);
+  if (f->size >= 4 && std::memcmp(f->data(), "PK\x03\x04", 4) == 0) return parse_torch_zip(f->data(), f->size, path);
+  return parse(f->data(), f->size, path, f);
 }
 
 void write_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
