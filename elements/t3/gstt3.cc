@@ -1,0 +1,715 @@
+#include "elements/t3/gstt3.h"
+
+#include "elements/t3/model/t3.h"
+#include "elements/t3/model/text_frontend.h"
+#include "gst-plugins/caps.h"
+#include "gst-plugins/core/checkpoint.h"
+#include "gst-plugins/elements.h"
+
+#include <ATen/ATen.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+GST_DEBUG_CATEGORY_STATIC(t3_debug);
+#define GST_CAT_DEFAULT t3_debug
+
+namespace {
+
+using chatterbox::t3::EnTokenizer;
+using chatterbox::t3::SamplingOptions;
+using chatterbox::t3::T3Cond;
+using chatterbox::t3::T3Generator;
+using chatterbox::t3::T3Model;
+
+constexpr gint kTokenRate = 25;        // S3 tokens per second (caps rate)
+constexpr int64_t kS3Vocab = 6561;     // caps vocab-size: valid ids are below it
+// With split-sentences, a piece longer than this many code points is cut
+// further at a clause break (, ; :) or a space. ~300 characters of English
+// read in about 20 s, i.e. ~500 tokens: well inside max-tokens 1000, the
+// length Chatterbox is tuned for.
+constexpr size_t kMaxUtteranceChars = 300;
+
+// Loaded at NULL -> READY, released at READY -> NULL.
+struct Loaded {
+  T3Model model;
+  EnTokenizer tokenizer;
+  T3Cond cond;
+  std::string model_path;
+};
+
+// Everything C++ of the element (GObject instance memory is not constructed).
+struct State {
+  std::unique_ptr<Loaded> loaded;
+  std::atomic<bool> flushing{false};
+};
+
+// ------------------------------------------------------- sentence split ----
+
+bool is_space(char32_t c) {
+  return c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F) || c == 0x85 || c == 0xA0 ||
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
+}
+bool is_terminator(char32_t c) { return c == '.' || c == '!' || c == '?'; }
+bool is_closer(char32_t c) {
+  return c == '"' || c == '\'' || c == ')' || c == ']' || c == '}' || c == 0x201D || c == 0x2019 || c == 0xBB;
+}
+// Letters and digits (anything outside ASCII counts: the tokenizer decides).
+bool is_content(char32_t c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80;
+}
+char32_t ascii_lower(char32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+
+// A "." after these words (or after a single letter, an initial) does not end
+// a sentence.
+bool is_abbreviation(const std::u32string& word) {
+  static const char* const kAbbrev[] = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc",
+                                        "e.g", "i.e", "mt", "no", "fig", "approx", "inc", "ltd", "co"};
+  std::string w;
+  for (char32_t c : word) {
+    if (c >= 0x80) return false;
+    w += static_cast<char>(ascii_lower(c));
+  }
+  if (w.size() == 1 && w[0] >= 'a' && w[0] <= 'z') return true;
+  for (const char* a : kAbbrev)
+    if (w == a) return true;
+  return false;
+}
+
+std::u32string trim(const std::u32string& s) {
+  size_t b = 0, e = s.size();
+  while (b < e && is_space(s[b])) ++b;
+  while (e > b && is_space(s[e - 1])) --e;
+  return s.substr(b, e - b);
+}
+
+// Cuts a piece longer than kMaxUtteranceChars at the last clause break (or
+// else space) in its second half, repeatedly.
+void cut_long(std::u32string s, std::vector<std::u32string>& out) {
+  while (s.size() > kMaxUtteranceChars) {
+    size_t cut = 0;
+    for (size_t i = kMaxUtteranceChars; i > kMaxUtteranceChars / 2 && !cut; --i)
+      if ((s[i - 1] == ',' || s[i - 1] == ';' || s[i - 1] == ':') && is_space(s[i])) cut = i;
+    for (size_t i = kMaxUtteranceChars; i > kMaxUtteranceChars / 2 && !cut; --i)
+      if (is_space(s[i])) cut = i;
+    if (!cut) cut = kMaxUtteranceChars;  // one huge word: a hard cut
+    out.push_back(trim(s.substr(0, cut)));
+    s = trim(s.substr(cut));
+  }
+  if (!s.empty()) out.push_back(s);
+}
+
+// Sentence pieces of `text` (trimmed, non-empty). A sentence ends at a run of
+// . ! ? (plus closing quotes/brackets) followed by whitespace or the end,
+// except a single "." after an abbreviation or an initial, or before a word
+// starting in lower case. Pieces without any letter or digit (e.g. a stray
+// "!") are joined to the previous piece.
+std::vector<std::string> split_sentences(const std::vector<char32_t>& cps) {
+  std::vector<std::u32string> sentences;
+  const size_t n = cps.size();
+  size_t start = 0, i = 0;
+  while (i < n) {
+    if (!is_terminator(cps[i])) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < n && is_terminator(cps[j])) ++j;
+    const bool single_dot = j == i + 1 && cps[i] == '.';
+    while (j < n && is_closer(cps[j])) ++j;
+    if (j < n && !is_space(cps[j])) {  // "3.5", "a.m", "?!x": not a boundary
+      i = j;
+      continue;
+    }
+    bool boundary = true;
+    if (single_dot) {
+      size_t w = i;
+      while (w > start && !is_space(cps[w - 1])) --w;
+      std::u32string word(cps.begin() + w, cps.begin() + i);
+      size_t k = j;
+      while (k < n && is_space(cps[k])) ++k;
+      if (is_abbreviation(word) || (k < n && cps[k] >= 'a' && cps[k] <= 'z')) boundary = false;
+    }
+    if (boundary) {
+      sentences.push_back(std::u32string(cps.begin() + start, cps.begin() + j));
+      start = j;
+    }
+    i = j;
+  }
+  if (start < n) sentences.push_back(std::u32string(cps.begin() + start, cps.end()));
+
+  std::vector<std::u32string> pieces;
+  for (const auto& s0 : sentences) {
+    std::u32string s = trim(s0);
+    if (s.empty()) continue;
+    bool content = false;
+    for (char32_t c : s) content = content || is_content(c);
+    if (!content && !pieces.empty()) {
+      pieces.back() += U' ';
+      pieces.back() += s;
+      continue;
+    }
+    pieces.push_back(s);
+  }
+  std::vector<std::u32string> bounded;
+  for (auto& p : pieces) cut_long(p, bounded);
+  std::vector<std::string> out;
+  for (const auto& p : bounded) out.push_back(chatterbox::t3::encode_utf8(p));
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- element ----
+
+enum {
+  PROP_0,
+  PROP_MODEL,
+  PROP_TOKENIZER,
+  PROP_VOICE,
+  PROP_DEVICE,
+  PROP_GREEDY,
+  PROP_TEMPERATURE,
+  PROP_CFG_WEIGHT,
+  PROP_MIN_P,
+  PROP_TOP_P,
+  PROP_REPETITION_PENALTY,
+  PROP_EXAGGERATION,
+  PROP_SEED,
+  PROP_MAX_TOKENS,
+  PROP_TOKENS_PER_BUFFER,
+  PROP_SPLIT_SENTENCES,
+};
+
+// Defaults: ChatterboxTTS.generate's.
+#define DEFAULT_TEMPERATURE 0.8
+#define DEFAULT_CFG_WEIGHT 0.5
+#define DEFAULT_MIN_P 0.05
+#define DEFAULT_TOP_P 1.0
+#define DEFAULT_REPETITION_PENALTY 1.2
+#define DEFAULT_EXAGGERATION 0.5
+#define DEFAULT_MAX_TOKENS 1000
+#define DEFAULT_TOKENS_PER_BUFFER 5
+
+struct _GstT3 {
+  GstElement parent;
+  GstPad* sinkpad;
+  GstPad* srcpad;
+
+  // Properties (object lock).
+  gchar* model;
+  gchar* tokenizer;
+  gchar* voice;
+  gchar* device;
+  gboolean greedy;
+  gdouble temperature, cfg_weight, min_p, top_p, repetition_penalty, exaggeration;
+  guint64 seed;
+  gint max_tokens;
+  gint tokens_per_buffer;
+  gboolean split_sentences;
+
+  State* st;
+  // Streaming state (stream lock).
+  gboolean segment_pushed;
+  guint64 next_token;   // index of the next token pushed (timestamps)
+  guint64 utterances;   // utterances generated since start / flush (seed offset)
+};
+
+G_DEFINE_TYPE(GstT3, gst_t3, GST_TYPE_ELEMENT)
+GST_ELEMENT_REGISTER_DEFINE(t3, "t3", GST_RANK_NONE, GST_TYPE_T3)
+
+static GstStaticPadTemplate sink_template =
+    GST_STATIC_PAD_TEMPLATE("sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS("text/x-raw, format=(string)utf8"));
+static GstStaticPadTemplate src_template =
+    GST_STATIC_PAD_TEMPLATE("src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS(CHATTERBOX_TOKENS_CAPS));
+
+// ------------------------------------------------------------- loading ----
+
+static std::string path_join(const std::string& dir, const char* name) {
+  gchar* p = g_build_filename(dir.c_str(), name, nullptr);
+  std::string s(p);
+  g_free(p);
+  return s;
+}
+
+static std::string dir_of(const std::string& file) {
+  gchar* d = g_path_get_dirname(file.c_str());
+  std::string s(d);
+  g_free(d);
+  return s;
+}
+
+static gboolean load_model(GstT3* self) {
+  GST_OBJECT_LOCK(self);
+  std::string model = self->model ? self->model : "";
+  std::string tokenizer = self->tokenizer ? self->tokenizer : "";
+  std::string voice = self->voice ? self->voice : "";
+  std::string device = self->device ? self->device : "cpu";
+  GST_OBJECT_UNLOCK(self);
+
+  if (device != "cpu") {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                      ("Device '%s' is not available to t3: the T3 model runs on the CPU only in this build", device.c_str()),
+                      ("Set device=cpu."));
+    return FALSE;
+  }
+  if (model.empty()) {
+    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
+                      ("No T3 model given: set 'model' to t3_cfg.safetensors or the folder holding it"), (nullptr));
+    return FALSE;
+  }
+  if (g_file_test(model.c_str(), G_FILE_TEST_IS_DIR)) model = path_join(model, "t3_cfg.safetensors");
+  if (!g_file_test(model.c_str(), G_FILE_TEST_IS_REGULAR)) {
+    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("T3 model file '%s' does not exist", model.c_str()), (nullptr));
+    return FALSE;
+  }
+  const std::string dir = dir_of(model);
+  if (tokenizer.empty()) tokenizer = path_join(dir, "tokenizer.json");
+  if (voice.empty()) {
+    voice = path_join(dir, "conds.pt");
+    if (!g_file_test(voice.c_str(), G_FILE_TEST_IS_REGULAR)) {
+      GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
+                        ("No voice: set 'voice' to a conds file (conds.pt, or safetensors with t3.speaker_emb, "
+                         "t3.cond_prompt_speech_tokens, t3.emotion_adv); there is no '%s'",
+                         voice.c_str()),
+                        (nullptr));
+      return FALSE;
+    }
+  }
+  // Which file failed is part of every message.
+  std::string stage = "model '" + model + "'";
+  try {
+    GST_INFO_OBJECT(self, "loading T3 model %s", model.c_str());
+    T3Model m = T3Model::load(model);
+    stage = "tokenizer '" + tokenizer + "'";
+    if (!g_file_test(tokenizer.c_str(), G_FILE_TEST_IS_REGULAR))
+      throw chatterbox::ModelError("the file does not exist (set the 'tokenizer' property)");
+    EnTokenizer tok = EnTokenizer::from_file(tokenizer, m.config().text_tokens_dict_size);
+    stage = "voice '" + voice + "'";
+    if (!g_file_test(voice.c_str(), G_FILE_TEST_IS_REGULAR))
+      throw chatterbox::ModelError("the file does not exist (set the 'voice' property)");
+    T3Cond cond = T3Cond::load(voice);
+    m.cond_embedding(cond);  // validates the voice against the model now rather than on the first text
+    self->st->loaded.reset(new Loaded{std::move(m), std::move(tok), std::move(cond), model});
+  } catch (const std::exception& e) {
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load T3 %s: %s", stage.c_str(), e.what()), (nullptr));
+    return FALSE;
+  }
+  GST_INFO_OBJECT(self, "T3 ready: %s, tokenizer %s, voice %s", model.c_str(), tokenizer.c_str(), voice.c_str());
+  return TRUE;
+}
+
+// ----------------------------------------------------------- streaming ----
+
+static void ensure_segment(GstT3* self) {
+  if (self->segment_pushed) return;
+  // Src caps are fixed; a pad without caps gets them before the segment.
+  if (!gst_pad_has_current_caps(self->srcpad)) {
+    GstCaps* caps = gst_caps_from_string(CHATTERBOX_TOKENS_CAPS);
+    gst_pad_set_caps(self->srcpad, caps);
+    gst_caps_unref(caps);
+  }
+  GstSegment seg;
+  gst_segment_init(&seg, GST_FORMAT_TIME);
+  gst_pad_push_event(self->srcpad, gst_event_new_segment(&seg));
+  self->segment_pushed = TRUE;
+}
+
+static GstFlowReturn push_tokens(GstT3* self, std::vector<int32_t>& tokens, bool discont) {
+  if (tokens.empty()) return GST_FLOW_OK;
+  ensure_segment(self);
+  const guint64 first = self->next_token, n = tokens.size();
+  for (auto& t : tokens) t = GINT32_TO_LE(t);
+  GstBuffer* buf = gst_buffer_new_allocate(nullptr, n * sizeof(int32_t), nullptr);
+  gst_buffer_fill(buf, 0, tokens.data(), n * sizeof(int32_t));
+  const GstClockTime start = gst_util_uint64_scale_int(first, GST_SECOND, kTokenRate);
+  const GstClockTime end = gst_util_uint64_scale_int(first + n, GST_SECOND, kTokenRate);
+  GST_BUFFER_PTS(buf) = start;
+  GST_BUFFER_DURATION(buf) = end - start;
+  GST_BUFFER_OFFSET(buf) = first;
+  GST_BUFFER_OFFSET_END(buf) = first + n;
+  if (discont) GST_BUFFER_FLAG_SET(buf, GST_BUFFER_FLAG_DISCONT);
+  self->next_token = first + n;
+  tokens.clear();
+  GST_LOG_OBJECT(self, "pushing tokens %" G_GUINT64_FORMAT "..%" G_GUINT64_FORMAT, first, first + n);
+  return gst_pad_push(self->srcpad, buf);
+}
+
+struct Settings {
+  SamplingOptions opts;
+  double exaggeration;
+  size_t tokens_per_buffer;
+  bool split;
+};
+
+static Settings read_settings(GstT3* self) {
+  Settings s;
+  GST_OBJECT_LOCK(self);
+  s.opts.greedy = self->greedy;
+  s.opts.temperature = self->temperature;
+  s.opts.cfg_weight = self->cfg_weight;
+  s.opts.min_p = self->min_p;
+  s.opts.top_p = self->top_p;
+  s.opts.repetition_penalty = self->repetition_penalty;
+  s.opts.max_new_tokens = self->max_tokens;
+  s.opts.seed = self->seed;
+  s.exaggeration = self->exaggeration;
+  s.tokens_per_buffer = static_cast<size_t>(self->tokens_per_buffer);
+  s.split = self->split_sentences;
+  GST_OBJECT_UNLOCK(self);
+  return s;
+}
+
+// One ChatterboxTTS.generate call's worth of T3: punc_norm, tokenize, decode,
+// pushing valid tokens as they are drawn.
+static GstFlowReturn generate_utterance(GstT3* self, const std::string& text, const Settings& s, const T3Cond& cond) {
+  Loaded& L = *self->st->loaded;
+  SamplingOptions opts = s.opts;
+  // Utterance n draws from seed + n: reproducible for a given text stream,
+  // yet repeated sentences are not forced to sound identical.
+  opts.seed = s.opts.seed + self->utterances;
+  const std::string normalized = chatterbox::t3::punc_norm(text);
+  const std::vector<int64_t> ids = L.tokenizer.encode(normalized);
+  GST_DEBUG_OBJECT(self, "utterance %" G_GUINT64_FORMAT ": \"%s\" -> %zu text tokens", self->utterances,
+                   normalized.c_str(), ids.size());
+  const guint64 first_token = self->next_token;
+  T3Generator gen(L.model, opts);
+  gen.start(ids, cond);
+
+  std::vector<int32_t> pending;
+  pending.reserve(s.tokens_per_buffer);
+  bool discont = true;
+  int64_t dropped = 0;
+  for (;;) {
+    // A FLUSH_START (seek) or PAUSED -> READY stops generation between tokens.
+    if (self->st->flushing.load(std::memory_order_acquire)) return GST_FLOW_FLUSHING;
+    const int64_t tok = gen.next_token();
+    if (tok < 0) break;
+    if (tok >= kS3Vocab) {  // stop token, or an id outside the codebook (generate drops them)
+      if (tok != L.model.config().stop_speech_token) ++dropped;
+      continue;
+    }
+    pending.push_back(static_cast<int32_t>(tok));
+    if (pending.size() >= s.tokens_per_buffer) {
+      GstFlowReturn ret = push_tokens(self, pending, discont);
+      discont = false;
+      if (ret != GST_FLOW_OK) return ret;
+    }
+  }
+  GstFlowReturn ret = push_tokens(self, pending, discont);
+  if (ret != GST_FLOW_OK) return ret;
+  const guint64 produced = self->next_token - first_token;
+  if (dropped) GST_DEBUG_OBJECT(self, "dropped %" G_GINT64_FORMAT " ids outside the S3 codebook", dropped);
+  if (produced == 0) GST_WARNING_OBJECT(self, "utterance \"%s\" produced no speech tokens", normalized.c_str());
+  if (!gen.tokens().empty() && gen.tokens().back() != L.model.config().stop_speech_token)
+    GST_WARNING_OBJECT(self, "utterance \"%s\" reached max-tokens (%" G_GINT64_FORMAT ") without a stop token",
+                       normalized.c_str(), opts.max_new_tokens);
+  ensure_segment(self);
+  GstStructure* info = gst_structure_new(GST_T3_UTTERANCE_END_EVENT, "utterance", G_TYPE_UINT64, self->utterances,
+                                         "first-token", G_TYPE_UINT64, first_token, "tokens", G_TYPE_UINT64, produced,
+                                         nullptr);
+  gst_pad_push_event(self->srcpad, gst_event_new_custom(GST_EVENT_CUSTOM_DOWNSTREAM, info));
+  ++self->utterances;
+  return GST_FLOW_OK;
+}
+
+static GstFlowReturn gst_t3_chain(GstPad*, GstObject* parent, GstBuffer* buf) {
+  GstT3* self = GST_T3(parent);
+  if (!self->st->loaded) {
+    gst_buffer_unref(buf);
+    GST_ELEMENT_ERROR(self, CORE, STATE_CHANGE, ("Text arrived but no T3 model is loaded"), (nullptr));
+    return GST_FLOW_ERROR;
+  }
+  GstMapInfo map;
+  if (!gst_buffer_map(buf, &map, GST_MAP_READ)) {
+    gst_buffer_unref(buf);
+    GST_ELEMENT_ERROR(self, RESOURCE, READ, ("Cannot map the text buffer"), (nullptr));
+    return GST_FLOW_ERROR;
+  }
+  std::string text(reinterpret_cast<const char*>(map.data), map.size);
+  gst_buffer_unmap(buf, &map);
+  gst_buffer_unref(buf);
+  // A C string's terminator (e.g. from an application's strlen + 1) is not text.
+  while (!text.empty() && text.back() == '\0') text.pop_back();
+
+  std::vector<char32_t> cps;
+  try {
+    cps = chatterbox::t3::decode_utf8(text, "the text buffer");
+  } catch (const std::exception& e) {
+    GST_ELEMENT_ERROR(self, STREAM, DECODE, ("Input text is not valid UTF-8: %s", e.what()), (nullptr));
+    return GST_FLOW_ERROR;
+  }
+
+  const Settings s = read_settings(self);
+  std::vector<std::string> pieces;
+  if (text.empty()) {
+    // As ChatterboxTTS.generate(""): punc_norm substitutes its fixed sentence.
+    GST_ELEMENT_WARNING(self, STREAM, FORMAT, ("Empty text buffer: speaking the reference's fallback sentence"),
+                        ("punc_norm(\"\") = \"%s\"", chatterbox::t3::punc_norm("").c_str()));
+    pieces.push_back(text);
+  } else if (s.split) {
+    pieces = split_sentences(cps);
+    // Whitespace only: one utterance of the raw text, as generate would run it.
+    if (pieces.empty()) pieces.push_back(text);
+  } else {
+    pieces.push_back(text);
+  }
+
+  try {
+    const T3Cond cond = self->st->loaded->cond.with_exaggeration(s.exaggeration);
+    for (const std::string& piece : pieces) {
+      GstFlowReturn ret = generate_utterance(self, piece, s, cond);
+      if (ret != GST_FLOW_OK) {
+        GST_DEBUG_OBJECT(self, "stopping generation: %s", gst_flow_get_name(ret));
+        return ret;
+      }
+    }
+  } catch (const std::exception& e) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("T3 generation failed: %s", e.what()), (nullptr));
+    return GST_FLOW_ERROR;
+  }
+  return GST_FLOW_OK;
+}
+
+static gboolean gst_t3_sink_event(GstPad* pad, GstObject* parent, GstEvent* event) {
+  GstT3* self = GST_T3(parent);
+  switch (GST_EVENT_TYPE(event)) {
+    case GST_EVENT_CAPS: {
+      // Text caps carry nothing to configure; the output caps are fixed.
+      gst_event_unref(event);
+      GstCaps* caps = gst_caps_from_string(CHATTERBOX_TOKENS_CAPS);
+      gboolean ok = gst_pad_set_caps(self->srcpad, caps);
+      gst_caps_unref(caps);
+      return ok;
+    }
+    case GST_EVENT_SEGMENT:
+      // Output time is token time from 0, whatever the text's segment.
+      gst_event_unref(event);
+      ensure_segment(self);
+      return TRUE;
+    case GST_EVENT_EOS:
+      ensure_segment(self);
+      return gst_pad_push_event(self->srcpad, event);
+    case GST_EVENT_FLUSH_START:
+      // Not serialized: the chain may be mid-utterance; it checks this between tokens.
+      self->st->flushing.store(true, std::memory_order_release);
+      return gst_pad_push_event(self->srcpad, event);
+    case GST_EVENT_FLUSH_STOP:
+      // Serialized: the chain has returned.
+      self->st->flushing.store(false, std::memory_order_release);
+      self->segment_pushed = FALSE;
+      self->next_token = 0;
+      self->utterances = 0;
+      return gst_pad_push_event(self->srcpad, event);
+    default:
+      return gst_pad_event_default(pad, parent, event);
+  }
+}
+
+static GstStateChangeReturn gst_t3_change_state(GstElement* element, GstStateChange transition) {
+  GstT3* self = GST_T3(element);
+  switch (transition) {
+    case GST_STATE_CHANGE_NULL_TO_READY:
+      if (!load_model(self)) return GST_STATE_CHANGE_FAILURE;
+      break;
+    case GST_STATE_CHANGE_READY_TO_PAUSED:
+      self->st->flushing.store(false);
+      self->segment_pushed = FALSE;
+      self->next_token = 0;
+      self->utterances = 0;
+      break;
+    case GST_STATE_CHANGE_PAUSED_TO_READY:
+      // Deactivating the sink pad waits for the chain: end generation first.
+      self->st->flushing.store(true, std::memory_order_release);
+      break;
+    default:
+      break;
+  }
+  GstStateChangeReturn ret = GST_ELEMENT_CLASS(gst_t3_parent_class)->change_state(element, transition);
+  if (transition == GST_STATE_CHANGE_READY_TO_NULL) self->st->loaded.reset();
+  return ret;
+}
+
+// ---------------------------------------------------------- properties ----
+
+static void gst_t3_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
+  GstT3* self = GST_T3(object);
+  GST_OBJECT_LOCK(self);
+  switch (id) {
+    case PROP_MODEL: g_free(self->model); self->model = g_value_dup_string(value); break;
+    case PROP_TOKENIZER: g_free(self->tokenizer); self->tokenizer = g_value_dup_string(value); break;
+    case PROP_VOICE: g_free(self->voice); self->voice = g_value_dup_string(value); break;
+    case PROP_DEVICE:
+      g_free(self->device);
+      self->device = g_value_dup_string(value);
+      if (!self->device) self->device = g_strdup("cpu");
+      break;
+    case PROP_GREEDY: self->greedy = g_value_get_boolean(value); break;
+    case PROP_TEMPERATURE: self->temperature = g_value_get_double(value); break;
+    case PROP_CFG_WEIGHT: self->cfg_weight = g_value_get_double(value); break;
+    case PROP_MIN_P: self->min_p = g_value_get_double(value); break;
+    case PROP_TOP_P: self->top_p = g_value_get_double(value); break;
+    case PROP_REPETITION_PENALTY: self->repetition_penalty = g_value_get_double(value); break;
+    case PROP_EXAGGERATION: self->exaggeration = g_value_get_double(value); break;
+    case PROP_SEED: self->seed = g_value_get_uint64(value); break;
+    case PROP_MAX_TOKENS: self->max_tokens = g_value_get_int(value); break;
+    case PROP_TOKENS_PER_BUFFER: self->tokens_per_buffer = g_value_get_int(value); break;
+    case PROP_SPLIT_SENTENCES: self->split_sentences = g_value_get_boolean(value); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
+  }
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_t3_get_property(GObject* object, guint id, GValue* value, GParamSpec* pspec) {
+  GstT3* self = GST_T3(object);
+  GST_OBJECT_LOCK(self);
+  switch (id) {
+    case PROP_MODEL: g_value_set_string(value, self->model); break;
+    case PROP_TOKENIZER: g_value_set_string(value, self->tokenizer); break;
+    case PROP_VOICE: g_value_set_string(value, self->voice); break;
+    case PROP_DEVICE: g_value_set_string(value, self->device); break;
+    case PROP_GREEDY: g_value_set_boolean(value, self->greedy); break;
+    case PROP_TEMPERATURE: g_value_set_double(value, self->temperature); break;
+    case PROP_CFG_WEIGHT: g_value_set_double(value, self->cfg_weight); break;
+    case PROP_MIN_P: g_value_set_double(value, self->min_p); break;
+    case PROP_TOP_P: g_value_set_double(value, self->top_p); break;
+    case PROP_REPETITION_PENALTY: g_value_set_double(value, self->repetition_penalty); break;
+    case PROP_EXAGGERATION: g_value_set_double(value, self->exaggeration); break;
+    case PROP_SEED: g_value_set_uint64(value, self->seed); break;
+    case PROP_MAX_TOKENS: g_value_set_int(value, self->max_tokens); break;
+    case PROP_TOKENS_PER_BUFFER: g_value_set_int(value, self->tokens_per_buffer); break;
+    case PROP_SPLIT_SENTENCES: g_value_set_boolean(value, self->split_sentences); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
+  }
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_t3_finalize(GObject* object) {
+  GstT3* self = GST_T3(object);
+  delete self->st;
+  g_free(self->model);
+  g_free(self->tokenizer);
+  g_free(self->voice);
+  g_free(self->device);
+  G_OBJECT_CLASS(gst_t3_parent_class)->finalize(object);
+}
+
+static void gst_t3_class_init(GstT3Class* klass) {
+  GObjectClass* gobject_class = G_OBJECT_CLASS(klass);
+  GstElementClass* element_class = GST_ELEMENT_CLASS(klass);
+  GST_DEBUG_CATEGORY_INIT(t3_debug, "t3", 0, "chatterbox text to S3 speech tokens");
+  gobject_class->set_property = gst_t3_set_property;
+  gobject_class->get_property = gst_t3_get_property;
+  gobject_class->finalize = gst_t3_finalize;
+  element_class->change_state = gst_t3_change_state;
+
+  // Files and device: read when the element goes NULL -> READY.
+  const GParamFlags files = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  // Decoding settings: read at the start of each text buffer.
+  const GParamFlags live = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
+  g_object_class_install_property(gobject_class, PROP_MODEL,
+      g_param_spec_string("model", "Model",
+                          "T3 weights: Chatterbox's t3_cfg.safetensors, or the folder holding it (with tokenizer.json "
+                          "and conds.pt). Loaded when the element goes to READY.",
+                          nullptr, files));
+  g_object_class_install_property(gobject_class, PROP_TOKENIZER,
+      g_param_spec_string("tokenizer", "Tokenizer",
+                          "Hugging Face tokenizer.json of the English text vocabulary (default: tokenizer.json beside "
+                          "the model)",
+                          nullptr, files));
+  g_object_class_install_property(gobject_class, PROP_VOICE,
+      g_param_spec_string("voice", "Voice",
+                          "Voice conditionals: conds.pt, or a safetensors file with t3.speaker_emb, "
+                          "t3.cond_prompt_speech_tokens and t3.emotion_adv (default: conds.pt beside the model; "
+                          "an error if there is none)",
+                          nullptr, files));
+  g_object_class_install_property(gobject_class, PROP_DEVICE,
+      g_param_spec_string("device", "Device",
+                          "Where T3 runs: 'cpu' (the only device the T3 model supports; anything else is refused "
+                          "when the element goes to READY)",
+                          "cpu", files));
+  g_object_class_install_property(gobject_class, PROP_GREEDY,
+      g_param_spec_boolean("greedy", "Greedy",
+                           "Take the most probable token at every step (deterministic) instead of sampling",
+                           FALSE, live));
+  g_object_class_install_property(gobject_class, PROP_TEMPERATURE,
+      g_param_spec_double("temperature", "Temperature", "Sampling temperature", 0.01, 5.0, DEFAULT_TEMPERATURE, live));
+  g_object_class_install_property(gobject_class, PROP_CFG_WEIGHT,
+      g_param_spec_double("cfg-weight", "CFG weight",
+                          "Classifier-free guidance: logits = cond + w (cond - uncond); 0 runs the conditional row "
+                          "alone",
+                          0.0, 10.0, DEFAULT_CFG_WEIGHT, live));
+  g_object_class_install_property(gobject_class, PROP_MIN_P,
+      g_param_spec_double("min-p", "Min p",
+                          "Drop tokens less probable than min-p times the most probable one (0: off)", 0.0, 1.0,
+                          DEFAULT_MIN_P, live));
+  g_object_class_install_property(gobject_class, PROP_TOP_P,
+      g_param_spec_double("top-p", "Top p", "Nucleus sampling mass (1: off)", 0.01, 1.0, DEFAULT_TOP_P, live));
+  g_object_class_install_property(gobject_class, PROP_REPETITION_PENALTY,
+      g_param_spec_double("repetition-penalty", "Repetition penalty",
+                          "Penalty on the logits of tokens already generated in the utterance (1: off)", 0.01, 10.0,
+                          DEFAULT_REPETITION_PENALTY, live));
+  g_object_class_install_property(gobject_class, PROP_EXAGGERATION,
+      g_param_spec_double("exaggeration", "Exaggeration",
+                          "Emotion exaggeration given to T3 (replaces the voice's emotion_adv, as generate does)", 0.0,
+                          10.0, DEFAULT_EXAGGERATION, live));
+  g_object_class_install_property(gobject_class, PROP_SEED,
+      g_param_spec_uint64("seed", "Seed",
+                          "Seed of the sampler when not greedy: utterance n (counted from the start or the last "
+                          "flush) samples with seed + n, so a text stream is reproducible",
+                          0, G_MAXUINT64, 0, live));
+  g_object_class_install_property(gobject_class, PROP_MAX_TOKENS,
+      g_param_spec_int("max-tokens", "Max tokens",
+                       "Most speech tokens per utterance (25 per second of speech), stop token included", 1, 4096,
+                       DEFAULT_MAX_TOKENS, live));
+  g_object_class_install_property(gobject_class, PROP_TOKENS_PER_BUFFER,
+      g_param_spec_int("tokens-per-buffer", "Tokens per buffer",
+                       "Push the tokens as soon as this many are sampled (the last buffer of an utterance may hold "
+                       "fewer); 1 gives the lowest latency",
+                       1, 4096, DEFAULT_TOKENS_PER_BUFFER, live));
+  g_object_class_install_property(gobject_class, PROP_SPLIT_SENTENCES,
+      g_param_spec_boolean("split-sentences", "Split sentences",
+                           "Generate each sentence (ended by . ! ? and a space) as its own utterance, and cut "
+                           "sentences longer than 300 characters at a clause break, to stay within the length T3 "
+                           "handles reliably. Off: each buffer is one utterance.",
+                           TRUE, live));
+
+  gst_element_class_add_static_pad_template(element_class, &sink_template);
+  gst_element_class_add_static_pad_template(element_class, &src_template);
+  gst_element_class_set_static_metadata(element_class, "Chatterbox T3", "Codec/Encoder/Text",
+      "Turns UTF-8 text into S3 speech tokens (25 Hz) with Chatterbox's T3, streaming tokens as they are sampled. "
+      "Each utterance starts with a DISCONT buffer and ends with a '" GST_T3_UTTERANCE_END_EVENT "' event.",
+      "gst-chatterbox developers");
+}
+
+static void gst_t3_init(GstT3* self) {
+  self->st = new State();
+  self->sinkpad = gst_pad_new_from_static_template(&sink_template, "sink");
+  gst_pad_set_chain_function(self->sinkpad, gst_t3_chain);
+  gst_pad_set_event_function(self->sinkpad, gst_t3_sink_event);
+  gst_element_add_pad(GST_ELEMENT(self), self->sinkpad);
+  self->srcpad = gst_pad_new_from_static_template(&src_template, "src");
+  gst_pad_use_fixed_caps(self->srcpad);
+  gst_element_add_pad(GST_ELEMENT(self), self->srcpad);
+
+  self->device = g_strdup("cpu");
+  self->greedy = FALSE;
+  self->temperature = DEFAULT_TEMPERATURE;
+  self->cfg_weight = DEFAULT_CFG_WEIGHT;
+  self->min_p = DEFAULT_MIN_P;
+  self->top_p = DEFAULT_TOP_P;
+  self->repetition_penalty = DEFAULT_REPETITION_PENALTY;
+  self->exaggeration = DEFAULT_EXAGGERATION;
+  self->seed = 0;
+  self->max_tokens = DEFAULT_MAX_TOKENS;
+  self->tokens_per_buffer = DEFAULT_TOKENS_PER_BUFFER;
+  self->split_sentences = TRUE;
+  self->segment_pushed = FALSE;
+  self->next_token = 0;
+  self->utterances = 0;
+}
