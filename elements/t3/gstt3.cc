@@ -610,7 +610,8 @@ static void gst_t3_class_init(GstT3Class* klass) {
 
   // Files and device: read when the element goes NULL -> READY.
   const GParamFlags files = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
-  // Decoding settings: read at the start of each text buffer.
+  // Decoding settings: read at the start of each text buffer (a change applies
+  // from the next buffer, never in the middle of an utterance).
   const GParamFlags live = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
   g_object_class_install_property(gobject_class, PROP_MODEL,
       g_param_spec_string("model", "Model",
@@ -661,7 +662,8 @@ static void gst_t3_class_init(GstT3Class* klass) {
   g_object_class_install_property(gobject_class, PROP_SEED,
       g_param_spec_uint64("seed", "Seed",
                           "Seed of the sampler when not greedy: utterance n (counted from the start or the last "
-                          "flush) samples with seed + n, so a text stream is reproducible",
+                          "flush) samples with seed + n, so a text stream is reproducible. Draws are torch's CPU "
+                          "generator's: utterance 0 equals the reference run after torch.manual_seed(seed)",
                           0, G_MAXUINT64, 0, live));
   g_object_class_install_property(gobject_class, PROP_MAX_TOKENS,
       g_param_spec_int("max-tokens", "Max tokens",

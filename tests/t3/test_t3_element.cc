@@ -462,3 +462,17 @@ BOOST_AUTO_TEST_CASE(properties_defaults) {
   g_free(device);
   gst_object_unref(e);
 }
+
+// The reference's sampled run: torch.manual_seed(3146), then generate. The
+// first utterance samples with `seed` itself, drawn as torch's CPU generator
+// draws, so the element reproduces it.
+BOOST_AUTO_TEST_CASE(seed_reproduces_the_reference_sampled_run) {
+  Checkpoint s = Checkpoint::open(fixture("t3/t3_tiny_sampled.safetensors"));
+  std::vector<int64_t> all = ids(s.get_raw("test.sample.tokens"));
+  std::vector<int32_t> want;
+  for (int64_t t : all)
+    if (t < 6561) want.push_back(static_cast<int32_t>(t));
+  BOOST_REQUIRE(!want.empty());
+  Run r = run_texts({kText}, {{"greedy", "false"}, {"seed", "3146"}, {"max-tokens", "20"}});
+  BOOST_TEST(r.tokens() == want, boost::test_tools::per_element());
+}
