@@ -492,6 +492,10 @@ static gboolean gst_t3_sink_event(GstPad* pad, GstObject* parent, GstEvent* even
       gst_event_unref(event);
       ensure_segment(self);
       return TRUE;
+    case GST_EVENT_GAP:
+      // A gap in text time says nothing about token time.
+      gst_event_unref(event);
+      return TRUE;
     case GST_EVENT_EOS:
       ensure_segment(self);
       return gst_pad_push_event(self->srcpad, event);
