@@ -12,6 +12,7 @@ static gboolean plugin_init(GstPlugin* plugin) {
   ok &= GST_ELEMENT_REGISTER(hiftdec, plugin);
   ok &= GST_ELEMENT_REGISTER(s3genmel, plugin);
   ok &= GST_ELEMENT_REGISTER(chatterboxvocoder, plugin);
+  ok &= GST_ELEMENT_REGISTER(chatterboxtts, plugin);
   ok &= GST_ELEMENT_REGISTER(t3, plugin);
   return ok;
 }

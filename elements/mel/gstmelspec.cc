@@ -259,6 +259,16 @@ static gboolean gst_mel_spec_sink_query(GstPad* pad, GstObject* parent, GstQuery
     GstCaps* caps = choose_format(self, &f, &why) ? chatterbox::audio_caps(f.rate) : gst_caps_new_empty();
     if (filter) {
       GstCaps* both = gst_caps_intersect_full(filter, caps, GST_CAPS_INTERSECT_FIRST);
+      if (gst_caps_is_empty(both) && !gst_caps_is_empty(caps)) {
+        // Upstream will fail with a bare not-negotiated; say what to do.
+        gchar* offered = gst_caps_to_string(filter);
+        GST_ELEMENT_WARNING(self, CORE, NEGOTIATION,
+                            ("melspec needs mono F32LE audio at %d Hz, which upstream does not offer: insert "
+                             "'audioconvert ! audioresample' before melspec",
+                             f.rate),
+                            ("upstream offers %s", offered));
+        g_free(offered);
+      }
       gst_caps_unref(caps);
       caps = both;
     }

@@ -209,6 +209,11 @@ static gboolean gst_s3gen_mel_sink_event(GstPad* pad, GstObject* parent, GstEven
       finish_utterance(self);
       ensure_segment(self);
       return gst_pad_push_event(self->srcpad, event);
+    case GST_EVENT_CUSTOM_DOWNSTREAM:
+      // t3 marks the end of each utterance: decode it now rather than at the
+      // next utterance's DISCONT, then pass the mark on (vocoders drain on it).
+      if (gst_event_has_name(event, "chatterbox/utterance-end")) finish_utterance(self);
+      return gst_pad_event_default(pad, parent, event);
     case GST_EVENT_FLUSH_STOP:
       self->tokens.clear();
       self->streamer.reset();

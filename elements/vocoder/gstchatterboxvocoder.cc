@@ -25,7 +25,7 @@ struct _GstChatterboxVocoder {
 G_DEFINE_TYPE(GstChatterboxVocoder, gst_chatterbox_vocoder, GST_TYPE_BIN)
 GST_ELEMENT_REGISTER_DEFINE(chatterboxvocoder, "chatterboxvocoder", GST_RANK_NONE, GST_TYPE_CHATTERBOX_VOCODER)
 
-static GType gst_chatterbox_vocoder_kind_get_type() {
+GType gst_chatterbox_vocoder_kind_get_type(void) {
   static GType type = 0;
   static const GEnumValue values[] = {
       {GST_CHATTERBOX_VOCODER_VOCOS, "Vocos (vocosdec): one forward pass, the default", "vocos"},

@@ -11,6 +11,8 @@ G_DECLARE_FINAL_TYPE(GstChatterboxVocoder, gst_chatterbox_vocoder, GST, CHATTERB
 
 typedef enum { GST_CHATTERBOX_VOCODER_VOCOS, GST_CHATTERBOX_VOCODER_HIFT } GstChatterboxVocoderKind;
 
+GType gst_chatterbox_vocoder_kind_get_type(void);
+
 // The default kind: CHATTERBOX_USE_VOCOS=true/1/yes -> vocos, false/0/no ->
 // hift, unset (or unrecognised, with a warning) -> vocos.
 GstChatterboxVocoderKind gst_chatterbox_vocoder_default_kind(void);

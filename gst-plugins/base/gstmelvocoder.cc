@@ -215,6 +215,13 @@ static gboolean gst_mel_vocoder_sink_event(GstPad* pad, GstObject* parent, GstEv
       reset_stream(self);
       ensure_segment(p);  // an empty stream still owes downstream a segment before EOS
       return gst_pad_push_event(p->srcpad, event);
+    case GST_EVENT_CUSTOM_DOWNSTREAM:
+      // End of an utterance (t3 / s3genmel): emit its last samples now.
+      if (gst_event_has_name(event, "chatterbox/utterance-end")) {
+        drain(self);
+        reset_stream(self);
+      }
+      return gst_pad_event_default(pad, parent, event);
     case GST_EVENT_FLUSH_STOP:
       reset_stream(self);
       p->next_pts = GST_CLOCK_TIME_NONE;
@@ -254,13 +261,17 @@ static gboolean gst_mel_vocoder_sink_query(GstPad* pad, GstObject* parent, GstQu
       return TRUE;
     }
     case GST_QUERY_ACCEPT_CAPS: {
+      // Accept anything within the template: the pad checks accept-caps
+      // before a CAPS event reaches sink_event, so refusing a mismatched
+      // layout here would fail negotiation silently (upstream only says
+      // "not-negotiated"). accept_format() then refuses it with an ERROR
+      // naming each differing field. The CAPS query stays exact, so
+      // negotiating upstream elements still pick the model's layout.
       GstCaps* caps;
       gst_query_parse_accept_caps(query, &caps);
-      chatterbox::MelFormat f;
-      std::string why;
-      gboolean ok = p->vocoder && chatterbox::mel_format_from_caps(caps, &f, &why) &&
-                    p->vocoder->mel_format().mismatch(f).empty();
-      gst_query_set_accept_caps_result(query, ok);
+      GstCaps* templ = gst_pad_get_pad_template_caps(pad);
+      gst_query_set_accept_caps_result(query, gst_caps_is_subset(caps, templ));
+      gst_caps_unref(templ);
       return TRUE;
     }
     default:

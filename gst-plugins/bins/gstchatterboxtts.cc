@@ -1,0 +1,176 @@
+#include "gst-plugins/bins/gstchatterboxtts.h"
+
+#include "elements/vocoder/gstchatterboxvocoder.h"
+#include "gst-plugins/caps.h"
+#include "gst-plugins/elements.h"
+
+#include <string>
+
+GST_DEBUG_CATEGORY_STATIC(chatterbox_tts_debug);
+#define GST_CAT_DEFAULT chatterbox_tts_debug
+
+enum { PROP_0, PROP_MODEL_DIR, PROP_VOICE, PROP_VOCODER, PROP_VOCOS_MODEL, PROP_HIFT_MODEL, PROP_S3GEN_MODEL,
+       PROP_SEED, PROP_GREEDY };
+
+struct _GstChatterboxTts {
+  GstBin parent;
+  GstElement* t3;
+  GstElement* s3gen;
+  GstElement* vocoder;
+  gchar* model_dir;
+  gchar* voice;
+  gchar* vocos_model;
+  gchar* hift_model;
+  gchar* s3gen_model;
+  guint64 seed;
+  gboolean greedy;
+};
+
+G_DEFINE_TYPE(GstChatterboxTts, gst_chatterbox_tts, GST_TYPE_BIN)
+GST_ELEMENT_REGISTER_DEFINE(chatterboxtts, "chatterboxtts", GST_RANK_NONE, GST_TYPE_CHATTERBOX_TTS)
+
+static GstStaticPadTemplate sink_template =
+    GST_STATIC_PAD_TEMPLATE("sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS("text/x-raw, format=(string)utf8"));
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
+    "src", GST_PAD_SRC, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS("audio/x-raw, format=(string)F32LE, layout=(string)interleaved, channels=(int)1, "
+                    "rate=(int)[1, MAX]"));
+
+static std::string in_dir(const gchar* dir, const char* name) {
+  gchar* p = g_build_filename(dir, name, nullptr);
+  std::string s = p;
+  g_free(p);
+  return s;
+}
+
+// Points the children at the files of the model directory; explicit
+// properties win over the directory's files.
+static void configure(GstChatterboxTts* self) {
+  const gchar* dir = self->model_dir;
+  std::string voice = self->voice ? self->voice : (dir ? in_dir(dir, "conds.pt") : "");
+  if (dir) {
+    g_object_set(self->t3, "model", in_dir(dir, "t3_cfg.safetensors").c_str(), "tokenizer",
+                 in_dir(dir, "tokenizer.json").c_str(), nullptr);
+  }
+  std::string s3gen = self->s3gen_model ? self->s3gen_model : (dir ? in_dir(dir, "s3gen.safetensors") : "");
+  if (!s3gen.empty()) g_object_set(self->s3gen, "model", s3gen.c_str(), nullptr);
+  if (!voice.empty()) g_object_set(self->t3, "voice", voice.c_str(), nullptr);
+  if (!voice.empty()) g_object_set(self->s3gen, "voice", voice.c_str(), nullptr);
+  // HiFT lives inside s3gen.safetensors (mel2wav.); a Vocos for S3Gen
+  // features may sit in the directory as vocos.safetensors.
+  std::string hift = self->hift_model ? self->hift_model : s3gen;
+  if (!hift.empty()) g_object_set(self->vocoder, "hift-model", hift.c_str(), nullptr);
+  std::string vocos = self->vocos_model ? self->vocos_model : "";
+  if (vocos.empty() && dir && g_file_test(in_dir(dir, "vocos.safetensors").c_str(), G_FILE_TEST_EXISTS))
+    vocos = in_dir(dir, "vocos.safetensors");
+  if (!vocos.empty()) g_object_set(self->vocoder, "vocos-model", vocos.c_str(), nullptr);
+  g_object_set(self->t3, "seed", self->seed, "greedy", self->greedy, nullptr);
+  g_object_set(self->s3gen, "seed", self->seed, nullptr);
+}
+
+static void set_string(gchar** dst, const GValue* v) {
+  g_free(*dst);
+  *dst = g_value_dup_string(v);
+}
+
+static void gst_chatterbox_tts_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
+  GstChatterboxTts* self = GST_CHATTERBOX_TTS(object);
+  switch (id) {
+    case PROP_MODEL_DIR: set_string(&self->model_dir, value); break;
+    case PROP_VOICE: set_string(&self->voice, value); break;
+    case PROP_VOCOS_MODEL: set_string(&self->vocos_model, value); break;
+    case PROP_HIFT_MODEL: set_string(&self->hift_model, value); break;
+    case PROP_S3GEN_MODEL: set_string(&self->s3gen_model, value); break;
+    case PROP_SEED: self->seed = g_value_get_uint64(value); break;
+    case PROP_GREEDY: self->greedy = g_value_get_boolean(value); break;
+    case PROP_VOCODER: g_object_set_property(G_OBJECT(self->vocoder), "vocoder", value); return;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); return;
+  }
+  configure(self);
+}
+
+static void get_string(GValue* value, const gchar* s) { g_value_set_string(value, s); }
+
+static void gst_chatterbox_tts_get_property(GObject* object, guint id, GValue* value, GParamSpec* pspec) {
+  GstChatterboxTts* self = GST_CHATTERBOX_TTS(object);
+  switch (id) {
+    case PROP_MODEL_DIR: get_string(value, self->model_dir); break;
+    case PROP_VOICE: get_string(value, self->voice); break;
+    case PROP_VOCOS_MODEL: get_string(value, self->vocos_model); break;
+    case PROP_HIFT_MODEL: get_string(value, self->hift_model); break;
+    case PROP_S3GEN_MODEL: get_string(value, self->s3gen_model); break;
+    case PROP_SEED: g_value_set_uint64(value, self->seed); break;
+    case PROP_GREEDY: g_value_set_boolean(value, self->greedy); break;
+    case PROP_VOCODER: g_object_get_property(G_OBJECT(self->vocoder), "vocoder", value); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
+  }
+}
+
+static void gst_chatterbox_tts_finalize(GObject* object) {
+  GstChatterboxTts* self = GST_CHATTERBOX_TTS(object);
+  g_free(self->model_dir);
+  g_free(self->voice);
+  g_free(self->vocos_model);
+  g_free(self->hift_model);
+  g_free(self->s3gen_model);
+  G_OBJECT_CLASS(gst_chatterbox_tts_parent_class)->finalize(object);
+}
+
+static void gst_chatterbox_tts_class_init(GstChatterboxTtsClass* klass) {
+  GObjectClass* gobject_class = G_OBJECT_CLASS(klass);
+  GstElementClass* element_class = GST_ELEMENT_CLASS(klass);
+  GST_DEBUG_CATEGORY_INIT(chatterbox_tts_debug, "chatterboxtts", 0, "Chatterbox TTS bin");
+  gobject_class->set_property = gst_chatterbox_tts_set_property;
+  gobject_class->get_property = gst_chatterbox_tts_get_property;
+  gobject_class->finalize = gst_chatterbox_tts_finalize;
+  const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  g_object_class_install_property(gobject_class, PROP_MODEL_DIR,
+      g_param_spec_string("model-dir", "Model directory",
+                          "Directory holding Chatterbox's files: t3_cfg.safetensors, s3gen.safetensors, "
+                          "tokenizer.json, conds.pt, and optionally vocos.safetensors (a Vocos for S3Gen mels)",
+                          nullptr, rw));
+  g_object_class_install_property(gobject_class, PROP_VOICE,
+      g_param_spec_string("voice", "Voice", "Conds file for T3 and S3Gen (default: conds.pt in model-dir)", nullptr,
+                          rw));
+  g_object_class_install_property(gobject_class, PROP_VOCODER,
+      g_param_spec_enum("vocoder", "Vocoder",
+                        "vocos or hift (default from CHATTERBOX_USE_VOCOS: false/0 selects hift, otherwise vocos)",
+                        gst_chatterbox_vocoder_kind_get_type(), gst_chatterbox_vocoder_default_kind(), rw));
+  g_object_class_install_property(gobject_class, PROP_VOCOS_MODEL,
+      g_param_spec_string("vocos-model", "Vocos model",
+                          "Vocos for S3Gen mels (default: vocos.safetensors in model-dir, else vocosdec's default)",
+                          nullptr, rw));
+  g_object_class_install_property(gobject_class, PROP_HIFT_MODEL,
+      g_param_spec_string("hift-model", "HiFT model", "HiFT weights (default: the s3gen model's mel2wav. part)", nullptr,
+                          rw));
+  g_object_class_install_property(gobject_class, PROP_S3GEN_MODEL,
+      g_param_spec_string("s3gen-model", "S3Gen model", "Flow model (default: s3gen.safetensors in model-dir)", nullptr,
+                          rw));
+  g_object_class_install_property(gobject_class, PROP_SEED,
+      g_param_spec_uint64("seed", "Seed", "Seed of T3's sampler and S3Gen's noise", 0, G_MAXUINT64, 0, rw));
+  g_object_class_install_property(gobject_class, PROP_GREEDY,
+      g_param_spec_boolean("greedy", "Greedy", "T3 takes the most likely token instead of sampling", FALSE, rw));
+  gst_element_class_add_static_pad_template(element_class, &sink_template);
+  gst_element_class_add_static_pad_template(element_class, &src_template);
+  gst_element_class_set_static_metadata(element_class, "Chatterbox text to speech", "Filter/Converter/Text/Audio/Bin",
+      "UTF-8 text in, 24 kHz speech out: t3 ! s3genmel ! chatterboxvocoder from one model directory",
+      "gst-chatterbox developers");
+}
+
+static void gst_chatterbox_tts_init(GstChatterboxTts* self) {
+  self->t3 = gst_element_factory_make("t3", "t3");
+  self->s3gen = gst_element_factory_make("s3genmel", "s3genmel");
+  self->vocoder = gst_element_factory_make("chatterboxvocoder", "vocoder");
+  g_return_if_fail(self->t3 && self->s3gen && self->vocoder);
+  gst_bin_add_many(GST_BIN(self), self->t3, self->s3gen, self->vocoder, nullptr);
+  gst_element_link_many(self->t3, self->s3gen, self->vocoder, nullptr);
+  GstPad* sink = gst_element_get_static_pad(self->t3, "sink");
+  GstPad* src = gst_element_get_static_pad(self->vocoder, "src");
+  GstElementClass* klass = GST_ELEMENT_GET_CLASS(self);
+  gst_element_add_pad(GST_ELEMENT(self),
+                      gst_ghost_pad_new_from_template("sink", sink, gst_element_class_get_pad_template(klass, "sink")));
+  gst_element_add_pad(GST_ELEMENT(self),
+                      gst_ghost_pad_new_from_template("src", src, gst_element_class_get_pad_template(klass, "src")));
+  gst_object_unref(sink);
+  gst_object_unref(src);
+}
