@@ -25,6 +25,18 @@ case "$1" in
     python3 -c "import struct,sys; sys.stdout.buffer.write(struct.pack('<6000f', *([-8.0]*6000)))" > "$tmp/mel.f32"
     bash "$root/pipelines/mel-to-wav.sh" "$tmp/mel.f32" "$tmp/out.wav"
     expect=$(( 75 * 480 )) ;;
+  tts)
+    # The tiny random-weight fixtures as a model directory (plumbing only):
+    # greedy T3 gives 15 valid tokens for this sentence -> 30 frames.
+    fx="${CHATTERBOX_FIXTURES:?}"
+    mkdir "$tmp/model"
+    ln -s "$fx/t3/t3_tiny.safetensors" "$tmp/model/t3_cfg.safetensors"
+    ln -s "$fx/t3/tokenizer_tiny.json" "$tmp/model/tokenizer.json"
+    ln -s "$fx/t3/conds_tiny.pt" "$tmp/model/conds.pt"
+    ln -s "$fx/s3gen/flow_tiny.safetensors" "$tmp/model/s3gen.safetensors"
+    TTS_PROPS="greedy=true vocoder=hift hift-model=$fx/hift/hift_tiny.safetensors" \
+      bash "$root/pipelines/tts.sh" "$tmp/model" "$tmp/out.wav" "the little robot counted stones by the river"
+    expect=$(( 30 * 480 )) ;;
   *) echo "unknown example $1" >&2; exit 2 ;;
 esac
 got=$(samples "$tmp/out.wav")
