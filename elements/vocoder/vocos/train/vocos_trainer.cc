@@ -1,0 +1,704 @@
+// Vocos training: a differentiable module tree with the reference state-dict
+// names (the inference library's fast path folds and fuses weights and runs
+// under no-grad, so training has its own forward), differentiable log-mel and
+// multi-resolution STFT losses, AdamW, data sampling, checkpoints.
+#include "elements/vocoder/vocos/train/vocos_trainer.h"
+
+#include "elements/mel/features/mel_extractor.h"
+#include "elements/vocoder/hift/hift.h"
+#include "gst-plugins/core/checkpoint.h"
+#include "gst-plugins/core/module_loader.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/types.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+namespace chatterbox::vocos_train {
+
+namespace fs = std::filesystem;
+namespace nn = torch::nn;
+
+VocosConfig default_config() { return VocosConfig::s3gen(/*dim=*/128, /*intermediate_dim=*/512, /*num_layers=*/6); }
+
+// --- wav I/O -------------------------------------------------------------------
+
+namespace {
+
+uint32_t rd32(const unsigned char* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | (uint32_t(p[3]) << 24); }
+uint16_t rd16(const unsigned char* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+
+}  // namespace
+
+Wav read_wav(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw ModelError("cannot open wav file '" + path + "'");
+  std::vector<unsigned char> d((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto bad = [&](const std::string& why) { return ModelError("wav file '" + path + "': " + why); };
+  if (d.size() < 12 || std::memcmp(d.data(), "RIFF", 4) != 0 || std::memcmp(d.data() + 8, "WAVE", 4) != 0)
+    throw bad("not a RIFF/WAVE file");
+  int fmt = -1, channels = 0, bits = 0;
+  uint32_t rate = 0;
+  const unsigned char* data = nullptr;
+  size_t data_len = 0;
+  for (size_t pos = 12; pos + 8 <= d.size();) {
+    const uint32_t len = rd32(&d[pos + 4]);
+    const size_t body = pos + 8, avail = std::min<size_t>(len, d.size() - body);
+    if (std::memcmp(&d[pos], "fmt ", 4) == 0) {
+      if (avail < 16) throw bad("short fmt chunk");
+      fmt = rd16(&d[body]);
+      channels = rd16(&d[body + 2]);
+      rate = rd32(&d[body + 4]);
+      bits = rd16(&d[body + 14]);
+      if (fmt == 0xFFFE && avail >= 26) fmt = rd16(&d[body + 24]);  // WAVE_FORMAT_EXTENSIBLE subformat
+    } else if (std::memcmp(&d[pos], "data", 4) == 0) {
+      data = &d[body];
+      data_len = avail;  // streamed files may claim more than there is
+    }
+    pos = body + len + (len & 1);
+  }
+  if (fmt < 0 || !data) throw bad("no fmt or data chunk");
+  if (channels <= 0) throw bad("zero channels");
+  Wav w;
+  w.rate = static_cast<int>(rate);
+  w.channels = channels;
+  const int bytes = bits / 8;
+  if (!((fmt == 1 && (bits == 16 || bits == 24 || bits == 32)) || (fmt == 3 && (bits == 32 || bits == 64))))
+    throw bad("unsupported sample format (format tag " + std::to_string(fmt) + ", " + std::to_string(bits) +
+              " bits); use PCM 16/24/32-bit or float 32/64 (e.g. sox in.wav -b 16 out.wav)");
+  const size_t n = data_len / bytes;
+  w.samples.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char* p = data + i * bytes;
+    float v = 0;
+    if (fmt == 1 && bits == 16) v = static_cast<int16_t>(rd16(p)) / 32768.0f;
+    else if (fmt == 1 && bits == 24) v = static_cast<float>(static_cast<int32_t>((uint32_t(p[0]) << 8) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 24)) >> 8) / 8388608.0f;
+    else if (fmt == 1 && bits == 32) v = static_cast<float>(static_cast<int32_t>(rd32(p)) / 2147483648.0);
+    else if (bits == 32) { uint32_t u = rd32(p); std::memcpy(&v, &u, 4); }
+    else { uint64_t u = rd32(p) | (uint64_t(rd32(p + 4)) << 32); double x; std::memcpy(&x, &u, 8); v = static_cast<float>(x); }
+    w.samples[i] = v;
+  }
+  return w;
+}
+
+void write_wav(const std::string& path, const std::vector<float>& mono, int rate) {
+  std::ofstream f(path, std::ios::binary);
+  if (!f) throw ModelError("cannot write wav file '" + path + "'");
+  auto w32 = [&](uint32_t v) { unsigned char b[4] = {uint8_t(v), uint8_t(v >> 8), uint8_t(v >> 16), uint8_t(v >> 24)}; f.write((char*)b, 4); };
+  auto w16 = [&](uint16_t v) { unsigned char b[2] = {uint8_t(v), uint8_t(v >> 8)}; f.write((char*)b, 2); };
+  const uint32_t bytes = static_cast<uint32_t>(mono.size() * 2);
+  f.write("RIFF", 4); w32(36 + bytes); f.write("WAVE", 4);
+  f.write("fmt ", 4); w32(16); w16(1); w16(1); w32(rate); w32(rate * 2); w16(2); w16(16);
+  f.write("data", 4); w32(bytes);
+  for (float s : mono) {
+    const float c = std::max(-1.0f, std::min(1.0f, s));
+    w16(static_cast<uint16_t>(static_cast<int16_t>(std::lrint(c * 32767.0f))));
+  }
+  if (!f) throw ModelError("error writing wav file '" + path + "'");
+}
+
+std::vector<std::string> list_wavs(const std::string& src) {
+  std::error_code ec;
+  std::vector<std::string> out;
+  if (fs::is_directory(src, ec)) {
+    for (const auto& e : fs::recursive_directory_iterator(src, ec))
+      if (e.is_regular_file() && e.path().extension() == ".wav") out.push_back(e.path().string());
+    std::sort(out.begin(), out.end());
+  } else {
+    std::ifstream f(src);
+    if (!f) throw ModelError("cannot read data list '" + src + "' (give a list file or a folder of .wav files)");
+    const fs::path base = fs::path(src).parent_path();
+    std::string line;
+    while (std::getline(f, line)) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+      if (line.empty() || line[0] == '#') continue;
+      fs::path p(line);
+      out.push_back((p.is_absolute() ? p : base / p).string());
+    }
+  }
+  if (out.empty()) throw ModelError("no wav files in '" + src + "'");
+  return out;
+}
+
+namespace {
+
+// Mono float samples at the model's rate, or a clear refusal.
+at::Tensor load_audio(const std::string& path, int rate) {
+  Wav w = read_wav(path);
+  if (w.rate != rate)
+    throw ModelError("wav file '" + path + "' is " + std::to_string(w.rate) + " Hz; training needs " +
+                     std::to_string(rate) + " Hz mono (convert: sox in.wav -r " + std::to_string(rate) +
+                     " -c 1 -b 16 out.wav, or build the corpus with scripts/make-corpus.sh)");
+  if (w.channels != 1)
+    throw ModelError("wav file '" + path + "' has " + std::to_string(w.channels) +
+                     " channels; training needs mono (sox in.wav -c 1 out.wav)");
+  return at::from_blob(w.samples.data(), {static_cast<int64_t>(w.samples.size())}, at::kFloat).clone();
+}
+
+// --- the module tree (names = vocos state dict) -----------------------------------
+
+struct BlockImpl : nn::Module {
+  nn::Conv1d dwconv{nullptr};
+  nn::LayerNorm norm{nullptr};
+  nn::Linear pwconv1{nullptr}, pwconv2{nullptr};
+  torch::Tensor gamma;
+  explicit BlockImpl(const VocosConfig& c) {
+    dwconv = register_module("dwconv", nn::Conv1d(nn::Conv1dOptions(c.dim, c.dim, 7).padding(3).groups(c.dim)));
+    norm = register_module("norm", nn::LayerNorm(nn::LayerNormOptions({c.dim}).eps(c.layer_norm_eps)));
+    pwconv1 = register_module("pwconv1", nn::Linear(c.dim, c.intermediate_dim));
+    pwconv2 = register_module("pwconv2", nn::Linear(c.intermediate_dim, c.dim));
+    gamma = register_parameter("gamma", torch::full({c.dim}, 1.0 / std::max(1, c.num_layers)));
+  }
+  // x: [B, T, C] (channels-last, as the reference's Linear layers see it).
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor y = dwconv->forward(x.transpose(1, 2)).transpose(1, 2);
+    y = pwconv2->forward(at::gelu(pwconv1->forward(norm->forward(y))));
+    return x + gamma * y;
+  }
+};
+TORCH_MODULE(Block);
+
+struct BackboneImpl : nn::Module {
+  nn::Conv1d embed{nullptr};
+  nn::LayerNorm norm{nullptr};
+  nn::ModuleList convnext;
+  nn::LayerNorm final_layer_norm{nullptr};
+  std::vector<Block> blocks;
+  explicit BackboneImpl(const VocosConfig& c) {
+    embed = register_module("embed", nn::Conv1d(nn::Conv1dOptions(c.input_channels, c.dim, 7).padding(3)));
+    norm = register_module("norm", nn::LayerNorm(nn::LayerNormOptions({c.dim}).eps(c.layer_norm_eps)));
+    convnext = register_module("convnext", nn::ModuleList());
+    for (int i = 0; i < c.num_layers; ++i) {
+      blocks.push_back(Block(c));
+      convnext->push_back(blocks.back());
+    }
+    final_layer_norm =
+        register_module("final_layer_norm", nn::LayerNorm(nn::LayerNormOptions({c.dim}).eps(c.layer_norm_eps)));
+  }
+  at::Tensor forward(const at::Tensor& mel) {  // [B, M, T] -> [B, T, dim]
+    at::Tensor x = norm->forward(embed->forward(mel).transpose(1, 2));
+    for (auto& b : blocks) x = b->forward(x);
+    return final_layer_norm->forward(x);
+  }
+};
+TORCH_MODULE(Backbone);
+
+struct ISTFTImpl : nn::Module {
+  torch::Tensor window;
+  explicit ISTFTImpl(const VocosConfig& c) {
+    window = register_buffer("window", torch::hann_window(c.win_length, /*periodic=*/true));
+  }
+};
+TORCH_MODULE(ISTFT);
+
+struct HeadImpl : nn::Module {
+  nn::Linear out{nullptr};
+  ISTFT istft{nullptr};
+  explicit HeadImpl(const VocosConfig& c) {
+    out = register_module("out", nn::Linear(c.dim, c.n_fft + 2));
+    istft = register_module("istft", ISTFT(c));
+  }
+};
+TORCH_MODULE(Head);
+
+struct NetImpl : nn::Module {
+  VocosConfig cfg;
+  Backbone backbone{nullptr};
+  Head head{nullptr};
+  at::Tensor envelope_cache;  // overlap-added window², for the last T
+  int64_t envelope_T = -1;
+  explicit NetImpl(const VocosConfig& c) : cfg(c) {
+    backbone = register_module("backbone", Backbone(c));
+    head = register_module("head", Head(c));
+  }
+
+  // Differentiable mel [B, M, T] -> audio [B, output_samples(T)]: ISTFTHead
+  // with the iSTFT written as irfft + windowed overlap-add (col2im) divided by
+  // the window envelope, then trimmed ("same": (win-hop)/2, "center": n_fft/2
+  // each side) -- the same samples as the inference library's forward().
+  at::Tensor forward(const at::Tensor& mel) {
+    const int64_t B = mel.size(0), T = mel.size(2), F = cfg.n_fft / 2 + 1, n = cfg.n_fft, hop = cfg.hop_length;
+    at::Tensor z = head->out->forward(backbone->forward(mel));  // [B, T, n_fft + 2]
+    at::Tensor mag = at::clamp_max(at::exp(z.narrow(2, 0, F)), cfg.mag_clip_max);
+    at::Tensor ph = z.narrow(2, F, F);
+    at::Tensor spec = at::complex(mag * at::cos(ph), mag * at::sin(ph));
+    at::Tensor fr = at::fft_irfft(spec, n, -1) * head->istft->window;  // [B, T, n_fft]
+    const int64_t size = (T - 1) * hop + n;
+    at::Tensor y = at::col2im(fr.transpose(1, 2), {1, size}, {1, n}, {1, 1}, {0, 0}, {1, hop}).view({B, size});
+    if (envelope_T != T) {
+      torch::NoGradGuard ng;
+      at::Tensor wsq = head->istft->window.square().view({1, n, 1}).expand({1, n, T}).contiguous();
+      envelope_cache = at::col2im(wsq, {1, size}, {1, n}, {1, 1}, {0, 0}, {1, hop}).view({size}).clamp_min(1e-11);
+      envelope_T = T;
+    }
+    const int64_t off = cfg.trim_samples(), len = cfg.output_samples(T);
+    return (y / envelope_cache).narrow(1, off, len);
+  }
+};
+TORCH_MODULE(Net);
+
+// The Vocos recipe's initialisation: backbone Conv1d/Linear weights
+// trunc_normal(std 0.02), biases 0; LayerNorm 1/0; gamma 1/num_layers; the
+// head's Linear with torch's default (kaiming-uniform: U(+-1/sqrt(fan_in))).
+void init_weights(Net& net, uint64_t seed) {
+  torch::NoGradGuard ng;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& kv : net->named_parameters()) {
+    const std::string& name = kv.key();
+    at::Tensor& t = kv.value();
+    auto ends = [&](const std::string& s) {
+      return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+    };
+    if (name.rfind("head.out.", 0) == 0) {
+      const double b = 1.0 / std::sqrt(static_cast<double>(net->cfg.dim));
+      t.copy_(at::rand(t.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).mul_(2 * b).sub_(b));
+    } else if (ends("gamma")) {
+      t.fill_(1.0 / std::max(1, net->cfg.num_layers));
+    } else if (t.dim() == 1) {
+      t.fill_(ends(".bias") ? 0.0 : 1.0);  // conv/linear biases 0, LayerNorm weight 1 / bias 0
+    } else {
+      t.copy_(at::randn(t.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).clamp_(-2.0, 2.0).mul_(0.02));
+    }
+  }
+}
+
+std::map<std::string, at::Tensor> model_tensors(Net& net) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& kv : net->named_parameters()) out[kv.key()] = kv.value().detach().clone();
+  for (const auto& kv : net->named_buffers()) out[kv.key()] = kv.value().detach().clone();
+  return out;
+}
+
+// --- losses ------------------------------------------------------------------------
+
+// |STFT| frames of x [B, N]: reflect-pad `pad` each side, frames of n_fft every
+// hop, window, real FFT. power = |X|^2 (+ eps); returns [B, T, n_fft/2 + 1].
+at::Tensor stft_power(const at::Tensor& x, int64_t n_fft, int64_t hop, const at::Tensor& window, int64_t pad,
+                      int64_t n_frames) {
+  at::Tensor xp = pad > 0 ? at::reflection_pad1d(x.unsqueeze(1), {pad, pad}).squeeze(1) : x;
+  at::Tensor frames = xp.unfold(1, n_fft, hop);
+  if (n_frames >= 0) frames = frames.narrow(1, 0, n_frames);
+  at::Tensor spec = at::fft_rfft(frames * window, n_fft, -1);
+  at::Tensor re = at::real(spec), im = at::imag(spec);
+  return re * re + im * im;
+}
+
+// The model's log-mel, differentiable, batched: [B, N] -> [B, T, n_mels];
+// the same recipe (padding, magnitude epsilon, filterbank, floor) as
+// MelExtractor::compute, which runs under inference mode.
+struct DiffMel {
+  mel::MelExtractor ex;
+  MelFormat fmt;
+  at::Tensor window, fbt;
+  explicit DiffMel(const MelFormat& f) : ex(f), fmt(f) {
+    window = ex.window().to(at::kFloat);
+    fbt = ex.filterbank().to(at::kFloat).t().contiguous();
+  }
+  at::Tensor operator()(const at::Tensor& x) const {
+    at::Tensor p = stft_power(x, ex.n_fft(), ex.hop_length(), window, ex.pad(), ex.num_frames(x.size(1)));
+    at::Tensor mag;
+    if (fmt.mag_eps > 0) {
+      p = p + fmt.mag_eps;
+      mag = fmt.power == 1 ? at::sqrt(p) : p;
+    } else {
+      // |X| has an infinite slope at 0: a tiny floor keeps the gradient finite
+      // without changing any value a log floor of >= 1e-7 can see.
+      mag = fmt.power == 1 ? at::sqrt(at::clamp_min(p, 1e-18)) : p;
+    }
+    return at::log(at::clamp_min(at::matmul(mag, fbt), fmt.log_floor));
+  }
+};
+
+struct StftLoss {
+  std::vector<std::pair<int, int>> res;
+  std::vector<at::Tensor> windows;
+  explicit StftLoss(std::vector<std::pair<int, int>> r) : res(std::move(r)) {
+    for (auto& [n, h] : res) windows.push_back(at::hann_window(n, /*periodic=*/true, at::kFloat));
+  }
+  // {spectral convergence, log-magnitude L1}, each averaged over resolutions.
+  std::pair<at::Tensor, at::Tensor> operator()(const at::Tensor& pred, const at::Tensor& target) const {
+    at::Tensor sc = at::zeros({}, at::kFloat), mg = at::zeros({}, at::kFloat);
+    for (size_t i = 0; i < res.size(); ++i) {
+      const int64_t n = res[i].first, h = res[i].second;
+      at::Tensor mp = at::sqrt(at::clamp_min(stft_power(pred, n, h, windows[i], n / 2, -1), 1e-7));
+      at::Tensor mt;
+      {
+        torch::NoGradGuard ng;
+        mt = at::sqrt(at::clamp_min(stft_power(target, n, h, windows[i], n / 2, -1), 1e-7));
+      }
+      sc = sc + at::norm(mt - mp) / at::norm(mt);
+      mg = mg + at::mean(at::abs(at::log(mt) - at::log(mp)));
+    }
+    const double k = 1.0 / std::max<size_t>(1, res.size());
+    return {sc * k, mg * k};
+  }
+};
+
+// --- data --------------------------------------------------------------------------
+
+struct Utterance {
+  std::string path;
+  at::Tensor audio;   // [N] float32 (the target: original, or the teacher's output)
+  at::Tensor mel;     // [T, M] the model's input features of the whole utterance
+  bool teacher_done = false;
+};
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+std::string fmt_duration(double s) {
+  if (!(s >= 0) || s > 1e7) return "?";
+  const int64_t t = static_cast<int64_t>(s + 0.5);
+  char buf[32];
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", (long long)(t / 3600), (long long)(t / 60 % 60));
+  else std::snprintf(buf, sizeof buf, "%lldm%02llds", (long long)(t / 60), (long long)(t % 60));
+  return buf;
+}
+
+void atomic_write_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& t,
+                              const std::map<std::string, std::string>& meta) {
+  const std::string tmp = path + ".tmp";
+  write_safetensors(tmp, t, meta);
+  fs::rename(tmp, path);
+}
+
+double lr_at(const TrainOptions& o, int64_t step) {
+  if (o.warmup > 0 && step < o.warmup) return o.lr * static_cast<double>(step + 1) / o.warmup;
+  const double span = std::max<int64_t>(1, o.steps - o.warmup);
+  const double p = std::min(1.0, static_cast<double>(step - o.warmup) / span);
+  if (o.schedule == "constant") return o.lr;
+  if (o.schedule == "exp") return o.lr * std::pow(o.min_lr_ratio, p);
+  return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + std::cos(M_PI * p)));
+}
+
+nlohmann::json options_json(const TrainOptions& o) {
+  nlohmann::json res = nlohmann::json::array();
+  for (auto& [n, h] : o.stft_resolutions) res.push_back({n, h});
+  return {{"steps", o.steps},        {"batch", o.batch},       {"segment_frames", o.segment_frames},
+          {"lr", o.lr},              {"warmup", o.warmup},     {"schedule", o.schedule},
+          {"min_lr_ratio", o.min_lr_ratio}, {"beta1", o.beta1}, {"beta2", o.beta2},
+          {"adam_eps", o.adam_eps},  {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip},
+          {"mel_weight", o.mel_weight}, {"stft_weight", o.stft_weight}, {"stft_resolutions", res},
+          {"seed", o.seed},          {"teacher", o.teacher},   {"data", o.data}};
+}
+
+// Runs the model over whole utterances (no grad) and compares features.
+double eval_mel_l1(Net& net, const std::vector<at::Tensor>& mels, const DiffMel& dm) {
+  torch::NoGradGuard ng;
+  double sum = 0;
+  for (const auto& m : mels) {
+    at::Tensor audio = net->forward(m.t().unsqueeze(0));
+    at::Tensor back = dm.ex.compute(audio.squeeze(0).contiguous());
+    const int64_t T = std::min(back.size(0), m.size(0));
+    sum += (back.narrow(0, 0, T) - m.narrow(0, 0, T)).abs().mean().item<double>();
+  }
+  return mels.empty() ? 0.0 : sum / mels.size();
+}
+
+}  // namespace
+
+double copy_synthesis_mel_l1(VocosVocoder& voc, const std::vector<std::string>& wavs) {
+  mel::MelExtractor ex(voc.mel_format());
+  double sum = 0;
+  for (const auto& p : wavs) {
+    at::Tensor a = load_audio(p, voc.mel_format().rate);
+    at::Tensor m = ex.compute(a);
+    at::Tensor out = voc.forward(m.t().unsqueeze(0)).squeeze(0).contiguous();
+    at::Tensor back = ex.compute(out);
+    const int64_t T = std::min(back.size(0), m.size(0));
+    sum += (back.narrow(0, 0, T) - m.narrow(0, 0, T)).abs().mean().item<double>();
+  }
+  return wavs.empty() ? 0.0 : sum / wavs.size();
+}
+
+TrainResult train(const TrainOptions& opts_in, const std::function<void(const StepLog&)>& on_step) {
+  TrainOptions o = opts_in;
+  if (o.gan)
+    throw std::invalid_argument(
+        "--gan: adversarial training (multi-period + multi-resolution discriminators, feature matching) is not "
+        "implemented in vocos-train yet; train without --gan (mel + multi-resolution STFT losses)");
+  if (o.threads > 0) at::set_num_threads(o.threads);
+  torch::manual_seed(o.seed);
+
+  // Resume: the checkpoint's config, weights, moments and step.
+  Checkpoint resume_ck;
+  const bool resuming = !o.resume.empty();
+  int64_t start_step = 0;
+  if (!o.resume.empty()) {
+    std::string p = o.resume;
+    if (fs::is_directory(p)) p = (fs::path(p) / "checkpoint.safetensors").string();
+    resume_ck = Checkpoint::open(p);
+    if (!resume_ck.has_metadata("train_state"))
+      throw ModelError("'" + p + "' is not a vocos-train checkpoint (no train_state metadata)");
+    nlohmann::json st = nlohmann::json::parse(resume_ck.metadata("train_state"));
+    start_step = st.at("step").get<int64_t>();
+    const uint64_t seed = st.at("seed").get<uint64_t>();
+    if (seed != o.seed && !o.quiet)
+      std::cerr << "vocos-train: resuming with the checkpoint's seed " << seed << " (not " << o.seed << ")\n";
+    o.seed = seed;
+    o.config = resolve_vocos_config(resume_ck);
+  } else if (!o.init_model.empty()) {
+    o.config = VocosVocoder::load(o.init_model)->config();
+  }
+  const VocosConfig& cfg = o.config;
+  cfg.validate();
+  if (o.batch < 1 || o.segment_frames < 2 || o.steps < 1)
+    throw std::invalid_argument("batch >= 1, segment-frames >= 2 and steps >= 1 are needed");
+  if (o.teacher != "" && o.teacher != "hift")
+    throw std::invalid_argument("--teacher: only 'hift' is supported (got '" + o.teacher + "')");
+  if (o.teacher == "hift" && o.teacher_model.empty())
+    throw std::invalid_argument("--teacher hift needs --teacher-model PATH (s3gen.safetensors or a HiFT state dict)");
+  const int64_t stop = o.stop_at >= 0 ? std::min(o.stop_at, o.steps) : o.steps;
+
+  Net net(cfg);
+  if (resuming) {
+    load_module(*net, resume_ck);
+  } else if (!o.init_model.empty()) {
+    // Whatever layout the inference library reads (safetensors, torch zip,
+    // the published directory layout), by state-dict name.
+    torch::NoGradGuard ng;
+    auto sd = VocosVocoder::load(o.init_model)->state_dict();
+    for (auto& kv : net->named_parameters()) kv.value().copy_(sd.at(kv.key()));
+    for (auto& kv : net->named_buffers()) kv.value().copy_(sd.at(kv.key()));
+  } else {
+    init_weights(net, o.seed);
+  }
+  net->train();
+
+  // Data.
+  DiffMel diff_mel(cfg.mel);
+  const auto& ex = diff_mel.ex;
+  std::vector<Utterance> utts;
+  int64_t skipped = 0;
+  const int64_t seg_samples = cfg.output_samples(o.segment_frames);
+  for (const auto& p : list_wavs(o.data)) {
+    Utterance u;
+    u.path = p;
+    u.audio = load_audio(p, cfg.sample_rate);
+    u.mel = ex.compute(u.audio);
+    if (u.mel.size(0) < o.segment_frames || u.audio.size(0) < (u.mel.size(0) - o.segment_frames) * cfg.hop_length + seg_samples) {
+      ++skipped;
+      continue;
+    }
+    utts.push_back(std::move(u));
+  }
+  if (utts.empty())
+    throw ModelError("no utterance in '" + o.data + "' is long enough for segments of " +
+                     std::to_string(o.segment_frames) + " frames (" + std::to_string(seg_samples) + " samples)");
+  for (auto& [n, h] : o.stft_resolutions)
+    if (n / 2 >= seg_samples || n <= 0 || h <= 0)
+      throw std::invalid_argument("STFT resolution (" + std::to_string(n) + ", " + std::to_string(h) +
+                                  ") does not fit segments of " + std::to_string(seg_samples) + " samples");
+  const StftLoss stft_loss(o.stft_resolutions);
+
+  std::shared_ptr<hift::HiftModel> teacher;
+  if (o.teacher == "hift") {
+    teacher = hift::HiftModel::load(o.teacher_model);
+    if (teacher->mel_format() != cfg.mel)
+      throw ModelError("teacher '" + o.teacher_model + "' takes mels " + teacher->mel_format().to_string() +
+                       " but the Vocos being trained takes " + cfg.mel.to_string());
+    if (teacher->config().samples_per_frame() != cfg.hop_length)
+      throw ModelError("teacher gives " + std::to_string(teacher->config().samples_per_frame()) +
+                       " samples per frame, the Vocos hop is " + std::to_string(cfg.hop_length));
+  }
+  auto target_audio = [&](Utterance& u) -> const at::Tensor& {
+    if (teacher && !u.teacher_done) {
+      // The teacher's output for the whole utterance's mel, once (deterministic
+      // source: no random phases or noise), so the target of a segment is what
+      // the teacher says for exactly the features the student gets.
+      torch::NoGradGuard ng;
+      u.audio = teacher->inference(u.mel.t().unsqueeze(0), hift::SourceDraws::deterministic()).squeeze(0).contiguous();
+      u.teacher_done = true;
+    }
+    return u.audio;
+  };
+
+  std::vector<at::Tensor> eval_mels;
+  if (!o.eval_list.empty()) {
+    auto files = list_wavs(o.eval_list);
+    for (size_t i = 0; i < files.size() && static_cast<int64_t>(eval_mels.size()) < o.eval_files; ++i)
+      eval_mels.push_back(ex.compute(load_audio(files[i], cfg.sample_rate)));
+  }
+
+  // Optimizer (AdamW, torch.optim.AdamW's update): moments per parameter.
+  std::vector<std::string> names;
+  std::vector<at::Tensor> params, m1, m2;
+  for (auto& kv : net->named_parameters()) {
+    names.push_back(kv.key());
+    params.push_back(kv.value());
+    if (resuming) {
+      m1.push_back(resume_ck.get("optim.exp_avg." + kv.key(), kv.value().sizes().vec()).clone());
+      m2.push_back(resume_ck.get("optim.exp_avg_sq." + kv.key(), kv.value().sizes().vec()).clone());
+    } else {
+      m1.push_back(at::zeros_like(kv.value()));
+      m2.push_back(at::zeros_like(kv.value()));
+    }
+  }
+
+  fs::create_directories(o.out_dir);
+  const std::string ckpt_path = (fs::path(o.out_dir) / "checkpoint.safetensors").string();
+  const std::string model_path = (fs::path(o.out_dir) / "model.safetensors").string();
+  const std::string config_json = cfg.to_json().dump();
+  TrainResult result;
+  result.first_step = start_step;
+  result.checkpoint_path = ckpt_path;
+
+  auto save = [&](int64_t step_done, bool final) {
+    auto t = model_tensors(net);
+    std::map<std::string, std::string> meta{{"config", config_json}, {"format", "vocos"},
+                                           {"trained_steps", std::to_string(step_done)}};
+    atomic_write_safetensors(model_path, t, meta);
+    for (size_t i = 0; i < params.size(); ++i) {
+      t["optim.exp_avg." + names[i]] = m1[i];
+      t["optim.exp_avg_sq." + names[i]] = m2[i];
+    }
+    nlohmann::json st = {{"step", step_done}, {"seed", o.seed}, {"options", options_json(o)}};
+    meta["train_state"] = st.dump();
+    atomic_write_safetensors(ckpt_path, t, meta);
+    result.model_path = model_path;
+    if (final && !o.output.empty() && o.output != model_path) {
+      auto mt = model_tensors(net);
+      fs::path op(o.output);
+      if (op.has_parent_path()) fs::create_directories(op.parent_path());
+      write_safetensors(o.output, mt, {{"config", config_json}, {"format", "vocos"},
+                                       {"trained_steps", std::to_string(step_done)}});
+      result.model_path = o.output;
+    }
+  };
+
+  if (!o.quiet) {
+    int64_t n_params = 0;
+    for (auto& p : params) n_params += p.numel();
+    std::cerr << "vocos-train: " << cfg.to_string() << "\n  " << n_params << " parameters, " << utts.size()
+              << " utterances" << (skipped ? " (" + std::to_string(skipped) + " too short, skipped)" : "")
+              << ", batch " << o.batch << " x " << o.segment_frames << " frames, steps " << start_step << " -> "
+              << stop << " of " << o.steps << (teacher ? ", teacher hift" : "") << "\n";
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last = t0;
+  int64_t last_step = start_step;
+  for (int64_t step = start_step; step < stop; ++step) {
+    // Batch of step `step`: from (seed, step) alone.
+    std::mt19937_64 rng(splitmix64(o.seed * 0x100000001B3ull ^ splitmix64(static_cast<uint64_t>(step))));
+    std::vector<at::Tensor> mels, auds;
+    for (int64_t b = 0; b < o.batch; ++b) {
+      Utterance& u = utts[rng() % utts.size()];
+      const at::Tensor& a = target_audio(u);
+      const int64_t max_start = u.mel.size(0) - o.segment_frames;
+      const int64_t f0 = static_cast<int64_t>(rng() % static_cast<uint64_t>(max_start + 1));
+      mels.push_back(u.mel.narrow(0, f0, o.segment_frames).t());
+      // Output sample 0 of a segment sits at its frame 0 (sample f0*hop of the utterance).
+      at::Tensor seg = a.narrow(0, std::min(f0 * cfg.hop_length, a.size(0) - seg_samples), seg_samples);
+      auds.push_back(seg);
+    }
+    at::Tensor mel_b = at::stack(mels).contiguous();   // [B, M, T]
+    at::Tensor aud_b = at::stack(auds).contiguous();   // [B, S]
+    at::Tensor pred = net->forward(mel_b);
+    at::Tensor mel_t;
+    {
+      torch::NoGradGuard ng;
+      mel_t = diff_mel(aud_b);
+    }
+    at::Tensor mel_l = at::mean(at::abs(diff_mel(pred) - mel_t));
+    auto [sc, mg] = stft_loss(pred, aud_b);
+    at::Tensor loss = o.mel_weight * mel_l + o.stft_weight * (sc + mg);
+    for (auto& p : params)
+      if (p.grad().defined()) p.grad().zero_();
+    loss.backward();
+
+    StepLog lg;
+    lg.step = step;
+    lg.loss = loss.item<double>();
+    lg.mel = mel_l.item<double>();
+    lg.sc = sc.item<double>();
+    lg.mag = mg.item<double>();
+    lg.lr = lr_at(o, step);
+    if (!std::isfinite(lg.loss))
+      throw ModelError("vocos-train: the loss became " + std::to_string(lg.loss) + " at step " +
+                       std::to_string(step) + "; lower --lr or set --grad-clip");
+    {
+      torch::NoGradGuard ng;
+      double gn2 = 0;
+      for (auto& p : params) gn2 += p.grad().square().sum().item<double>();
+      lg.grad_norm = std::sqrt(gn2);
+      const double clip = (o.grad_clip > 0 && lg.grad_norm > o.grad_clip) ? o.grad_clip / lg.grad_norm : 1.0;
+      const double t = static_cast<double>(step + 1);
+      const double bc1 = 1 - std::pow(o.beta1, t), bc2 = 1 - std::pow(o.beta2, t);
+      for (size_t i = 0; i < params.size(); ++i) {
+        at::Tensor g = clip != 1.0 ? params[i].grad() * clip : params[i].grad();
+        params[i].mul_(1 - lg.lr * o.weight_decay);
+        m1[i].mul_(o.beta1).add_(g, 1 - o.beta1);
+        m2[i].mul_(o.beta2).addcmul_(g, g, 1 - o.beta2);
+        at::Tensor denom = (m2[i] / bc2).sqrt_().add_(o.adam_eps);
+        params[i].addcdiv_(m1[i], denom, -lg.lr / bc1);
+      }
+    }
+    result.log.push_back(lg);
+    if (on_step) on_step(lg);
+    last_step = step + 1;
+
+    const auto now = std::chrono::steady_clock::now();
+    const bool ckpt_now = o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0;
+    if (!o.quiet && (o.log_every > 0 && ((step + 1) % o.log_every == 0 || step + 1 == stop))) {
+      const double dt = std::chrono::duration<double>(now - last).count();
+      const double rate = dt > 0 ? (step + 1 - std::max(start_step, step + 1 - o.log_every)) / dt : 0;
+      char buf[256];
+      std::snprintf(buf, sizeof buf,
+                    "step %lld/%lld loss %.4f mel %.4f sc %.4f mag %.4f gnorm %.3g lr %.3g | %.2f steps/s ETA %s",
+                    (long long)(step + 1), (long long)o.steps, lg.loss, lg.mel, lg.sc, lg.mag, lg.grad_norm, lg.lr,
+                    rate, fmt_duration(rate > 0 ? (stop - step - 1) / rate : -1).c_str());
+      std::cerr << buf << std::endl;
+      last = now;
+    }
+    if (ckpt_now && step + 1 < stop) {
+      save(step + 1, false);
+      if (!eval_mels.empty()) {
+        const double e = eval_mel_l1(net, eval_mels, diff_mel);
+        result.eval.emplace_back(step + 1, e);
+        if (!o.quiet) std::cerr << "eval step " << step + 1 << ": copy-synthesis log-mel L1 " << e << std::endl;
+      }
+      if (!o.quiet) std::cerr << "checkpoint step " << step + 1 << " -> " << ckpt_path << std::endl;
+    }
+  }
+  save(last_step, last_step >= o.steps);
+  if (!eval_mels.empty()) {
+    const double e = eval_mel_l1(net, eval_mels, diff_mel);
+    result.eval.emplace_back(last_step, e);
+    if (!o.quiet) std::cerr << "eval step " << last_step << ": copy-synthesis log-mel L1 " << e << std::endl;
+  }
+  result.end_step = last_step;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!o.quiet)
+    std::cerr << "vocos-train: step " << last_step << " of " << o.steps << ", model " << result.model_path
+              << ", checkpoint " << ckpt_path << std::endl;
+  return result;
+}
+
+}  // namespace chatterbox::vocos_train
