@@ -3,7 +3,12 @@
 // distils one from Chatterbox's HiFT. Writes safetensors that vocosdec loads.
 #include "elements/vocoder/vocos/train/vocos_trainer.h"
 
+#include "elements/mel/features/mel_extractor.h"
 #include "gst-plugins/core/checkpoint.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
 
 #include <cstdlib>
 #include <iostream>
@@ -62,6 +67,10 @@ Output
   --log-every N           progress line every N steps on stderr (20)
   --quiet                 no progress lines
   --help                  this text
+Evaluation (no training)
+  --evaluate MODEL        copy-synthesis of every wav in --data through MODEL (VocosVocoder::load):
+                          prints the mean log-mel L1 to the original features; with --out DIR also
+                          writes DIR/<name>.wav (the resynthesis) to listen to
 
 The model file holds the reference state-dict names and metadata "config" (VocosConfig JSON with
 "mel"), so `vocosdec model=PATH` reports the layout it was trained on.
@@ -78,6 +87,30 @@ std::vector<std::pair<int, int>> parse_resolutions(const std::string& s) {
   }
   if (out.empty()) throw std::invalid_argument("--stft-resolutions: no resolution given");
   return out;
+}
+
+// Copy-synthesis of each file: log-mel L1 per file and overall, optional wavs.
+int evaluate(const std::string& model, const std::string& data, const std::string& out) {
+  auto voc = VocosVocoder::load(model);
+  std::cerr << "model " << model << ": " << voc->config().to_string() << "\n";
+  if (!out.empty()) std::filesystem::create_directories(out);
+  double sum = 0;
+  auto files = list_wavs(data);
+  for (const auto& f : files) {
+    const double e = copy_synthesis_mel_l1(*voc, {f});
+    sum += e;
+    std::cout << f << "\t" << e << "\n";
+    if (!out.empty()) {
+      Wav w = read_wav(f);
+      mel::MelExtractor ex(voc->mel_format());
+      at::Tensor m = ex.compute(at::from_blob(w.samples.data(), {(int64_t)w.samples.size()}, at::kFloat));
+      at::Tensor y = voc->forward(m.t().unsqueeze(0)).squeeze(0).contiguous();
+      std::vector<float> v(y.data_ptr<float>(), y.data_ptr<float>() + y.numel());
+      write_wav((std::filesystem::path(out) / std::filesystem::path(f).filename()).string(), v, voc->config().sample_rate);
+    }
+  }
+  std::cout << "mean copy-synthesis log-mel L1 over " << files.size() << " files: " << sum / files.size() << "\n";
+  return 0;
 }
 
 }  // namespace
@@ -107,6 +140,7 @@ int main(int argc, char** argv) {
   TrainOptions o;
   int dim = 128, inter = 512, layers = 6;
   std::string layout = "s3gen";
+  const bool out_given = kv.count("out") > 0;
   try {
     auto take = [&](const char* k, auto& dst) {
       auto it = kv.find(k);
@@ -130,6 +164,16 @@ int main(int argc, char** argv) {
     if (auto it = kv.find("stft-resolutions"); it != kv.end()) {
       o.stft_resolutions = parse_resolutions(it->second);
       kv.erase(it);
+    }
+    if (auto it = kv.find("evaluate"); it != kv.end()) {
+      const std::string model = it->second;
+      kv.erase(it);
+      const std::string data = o.data, out = out_given ? o.out_dir : "";
+      if (!kv.empty() || data.empty()) {
+        std::cerr << "vocos-train: --evaluate MODEL takes --data LIST_OR_DIR and optionally --out DIR\n";
+        return 2;
+      }
+      return evaluate(model, data, out);
     }
     if (!kv.empty()) {
       std::cerr << "vocos-train: unknown option --" << kv.begin()->first << " (see --help)\n";
