@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+
 namespace chatterbox {
 
 at::Tensor fold_weight_norm(const at::Tensor& g, const at::Tensor& v, int64_t dim) {
@@ -119,13 +121,42 @@ std::string Checkpoint::metadata(const std::string& key) const {
   return store_->metadata.at(key);
 }
 
+namespace {
+
+// Model configs read their integer fields with json::get<int>() /
+// get<int64_t>(), which converts a floating-point number with a plain
+// static_cast: undefined behaviour when the value does not fit (found by
+// fuzz/fuzz_vocos_config with "hop_length": 3e58). No config field is
+// meaningfully a float beyond the int range, so such values (and the
+// infinities an overflowing literal parses to) are refused here, once, for
+// every model.
+void check_config_numbers(const nlohmann::json& j, const std::string& path, const std::string& where, int depth = 0) {
+  if (depth > 32)  // real configs nest 3 levels; this also bounds the recursion
+    throw ModelError("checkpoint '" + path + "': metadata 'config' is nested more than 32 levels deep at " + where);
+  if (j.is_number_float()) {
+    const double v = j.get<double>();
+    if (!(std::fabs(v) < 2147483648.0))
+      throw ModelError("checkpoint '" + path + "': metadata 'config' value " + where + " = " + j.dump() +
+                       " is out of range (configs hold sizes, rates and small constants)");
+  } else if (j.is_object()) {
+    for (const auto& kv : j.items()) check_config_numbers(kv.value(), path, where + "." + kv.key(), depth + 1);
+  } else if (j.is_array()) {
+    for (size_t i = 0; i < j.size(); ++i) check_config_numbers(j[i], path, where + "[" + std::to_string(i) + "]", depth + 1);
+  }
+}
+
+}  // namespace
+
 nlohmann::json Checkpoint::config() const {
   const std::string text = metadata("config");
+  nlohmann::json j;
   try {
-    return nlohmann::json::parse(text);
+    j = nlohmann::json::parse(text);
   } catch (const std::exception& e) {
     throw ModelError("checkpoint '" + path() + "': metadata 'config' is not JSON (" + e.what() + ")");
   }
+  check_config_numbers(j, path(), "config");
+  return j;
 }
 
 }  // namespace chatterbox
