@@ -132,8 +132,6 @@ nlohmann::json vocos_yaml_to_json(const std::string& yaml_path) {
   } catch (const YAML::Exception& e) {
     throw ModelError("Vocos config '" + yaml_path + "' is not readable YAML: " + e.what());
   }
-  // The training config nests the three sections under model.init_args.
-  if (root["model"] && root["model"]["init_args"]) root = root["model"]["init_args"];
   auto section = [&](const char* name, bool required) -> YAML::Node {
     YAML::Node n = root[name];
     if (!n && required)
@@ -160,6 +158,10 @@ nlohmann::json vocos_yaml_to_json(const std::string& yaml_path) {
 
   nlohmann::json j;
   try {
+    // The training config nests the three sections under model.init_args.
+    // (Inside the try: on a document that is a scalar or a list, operator[]
+    // throws YAML::BadSubscript -- found by fuzz/fuzz_vocos_yaml.)
+    if (root["model"] && root["model"]["init_args"]) root = root["model"]["init_args"];
     YAML::Node bb = section("backbone", true);
     std::string bb_class = class_of(bb, "backbone");
     if (!ends_with(bb_class, "VocosBackbone"))
@@ -230,7 +232,9 @@ struct Shapes {
 
 }  // namespace
 
-VocosConfig resolve_vocos_config(const Checkpoint& ck, const std::string& config_yaml_path) {
+namespace {
+
+VocosConfig resolve_unchecked(const Checkpoint& ck, const std::string& config_yaml_path) {
   nlohmann::json j = nlohmann::json::object();
   std::string source = "shapes";
   if (ck.has_metadata("config")) {
@@ -403,6 +407,20 @@ VocosConfig resolve_vocos_config(const Checkpoint& ck, const std::string& config
     throw ModelError("Vocos checkpoint '" + ck.path() + "' (config from " + source + "): " + e.what());
   }
   return c;
+}
+
+}  // namespace
+
+VocosConfig resolve_vocos_config(const Checkpoint& ck, const std::string& config_yaml_path) {
+  // A config value of the wrong JSON type (a string where a number belongs,
+  // a number where an object belongs) surfaces as a nlohmann exception deep
+  // in the reconciliation; report it as the ModelError every loader throws
+  // (found by fuzz/fuzz_vocos_config).
+  try {
+    return resolve_unchecked(ck, config_yaml_path);
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelError("Vocos checkpoint '" + ck.path() + "': a config value has the wrong type (" + e.what() + ")");
+  }
 }
 
 }  // namespace chatterbox
