@@ -3,6 +3,7 @@
 // "__metadata__": {str: str}}, then the data section. Every number read from
 // the file is checked before it is used.
 #include "gst-plugins/core/checkpoint.h"
+#include "gst-plugins/core/mapped_file.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -40,31 +41,6 @@ const DTypeInfo* dtype_by_type(at::ScalarType t) {
     if (t == d.type) return &d;
   return nullptr;
 }
-
-// Read-only mapping of a whole file, unmapped on scope exit.
-struct MappedFile {
-  void* addr = MAP_FAILED;
-  size_t size = 0;
-  explicit MappedFile(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw ModelError("cannot open model file '" + path + "': " + std::strerror(errno));
-    struct stat st {};
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      throw ModelError("'" + path + "' is not a regular file");
-    }
-    size = static_cast<size_t>(st.st_size);
-    // Copy-on-write: tensors handed out as views of the mapping may be
-    // modified in place by a model without touching the file.
-    if (size > 0) addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-    ::close(fd);
-    if (size > 0 && addr == MAP_FAILED) throw ModelError("cannot map '" + path + "': " + std::strerror(errno));
-  }
-  ~MappedFile() {
-    if (addr != MAP_FAILED) munmap(addr, size);
-  }
-  const uint8_t* data() const { return size ? static_cast<const uint8_t*>(addr) : nullptr; }
-};
 
 }  // namespace
 
@@ -163,14 +139,14 @@ TensorStore parse_safetensors(const uint8_t* data, size_t size, const std::strin
 
 TensorStore read_safetensors(const std::string& path) {
   auto f = std::make_shared<MappedFile>(path);
-  return parse(f->data(), f->size, path, f);
+  return parse(f->data(), f->size(), path, f);
 }
 
 TensorStore read_tensor_file(const std::string& path) {
   auto f = std::make_shared<MappedFile>(path);
   // torch.save zip files start with a local file header "PK\3\4".
-  if (f->size >= 4 && std::memcmp(f->data(), "PK\x03\x04", 4) == 0) return parse_torch_zip(f->data(), f->size, path);
-  return parse(f->data(), f->size, path, f);
+  if (f->size() >= 4 && std::memcmp(f->data(), "PK\x03\x04", 4) == 0) return parse_torch_zip(f->data(), f->size(), path);
+  return parse(f->data(), f->size(), path, f);
 }
 
 void write_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,

@@ -25,6 +25,7 @@
 // Every number taken from the file is checked before use; malformed input is
 // a ModelError, never a crash.
 #include "gst-plugins/core/checkpoint.h"
+#include "gst-plugins/core/mapped_file.h"
 #include "gst-plugins/core/zip_reader.h"
 
 #include <ATen/ATen.h>
@@ -795,32 +796,6 @@ std::string find_prefix(const ZipReader& zip) {
   return found;
 }
 
-// Read-only mapping of a whole file, unmapped on scope exit.
-struct Mapping {
-  void* addr = MAP_FAILED;
-  size_t size = 0;
-  explicit Mapping(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw ModelError("cannot open model file '" + path + "': " + std::strerror(errno));
-    struct stat st {};
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      throw ModelError("'" + path + "' is not a regular file");
-    }
-    size = static_cast<size_t>(st.st_size);
-    if (size > 0) addr = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    const int err = errno;
-    ::close(fd);
-    if (size > 0 && addr == MAP_FAILED) throw ModelError("cannot map '" + path + "': " + std::strerror(err));
-  }
-  ~Mapping() {
-    if (addr != MAP_FAILED) munmap(addr, size);
-  }
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  const uint8_t* data() const { return size ? static_cast<const uint8_t*>(addr) : nullptr; }
-};
-
 bool host_is_little_endian() {
   const uint16_t one = 1;
   uint8_t b;
@@ -872,8 +847,8 @@ TensorStore parse_torch_zip(const uint8_t* data, size_t size, const std::string&
 }
 
 TensorStore read_torch_zip(const std::string& path) {
-  Mapping m(path);
-  return parse_torch_zip(m.data(), m.size, path);
+  MappedFile m(path);
+  return parse_torch_zip(m.data(), m.size(), path);
 }
 
 }  // namespace chatterbox
