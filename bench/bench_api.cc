@@ -23,6 +23,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 using nlohmann::json;
@@ -70,7 +71,10 @@ int cmd_speed(const Args& a) {
     return 0;
   }
   set_threads(threads);
-  c10::InferenceMode guard;
+  // The elements call the model without an InferenceMode guard; time the
+  // API the same way unless asked (--inference-mode 1).
+  std::optional<c10::InferenceMode> guard;
+  if (a.num("inference-mode", 0) != 0) guard.emplace();
   const long rss0 = peak_rss_kb();
   auto t0 = Clock::now();
   auto voc = load_vocoder(dir, w, threads, device);

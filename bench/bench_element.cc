@@ -12,7 +12,8 @@
 //                         [--reps R] [--seconds S] [--frames-per-buffer F]
 //       a live source: F mel frames per buffer pushed at real-time pace (one
 //       frame every hop/sr seconds); first-audio latency = time from pushing
-//       the first mel frame to the first audio buffer at the appsink.
+//       the first mel frame to the first audio buffer at the appsink (the
+//       run stops there: pipeline back to READY, which flushes).
 //       lookahead -1: the element's default (exact streaming).
 #include "bench/bench_common.h"
 
@@ -170,10 +171,13 @@ int cmd_throughput(const Args& a) {
   Pipe p(w, dir, threads, /*live=*/false);
   std::vector<double> times;
   int64_t samples = 0;
+  // Warm-up runs push at most 2 s of the input (they only prime pools and caches).
+  const int64_t warm_frames = std::min<int64_t>(T, static_cast<int64_t>(2.0 / p.frame_s) + 1);
   for (int r = 0; r < warmup + reps; ++r) {
+    const int64_t n = r < warmup ? warm_frames : T;
     p.play();
     auto t0 = Clock::now();
-    for (int64_t f = 0; f < T; f += chunk) p.push(mel_tc, f, std::min(chunk, T - f));
+    for (int64_t f = 0; f < n; f += chunk) p.push(mel_tc, f, std::min(chunk, n - f));
     gst_app_src_end_of_stream(GST_APP_SRC(p.src));
     p.wait_eos(600);
     const double ms = ms_since(t0);
@@ -197,32 +201,56 @@ int cmd_latency(const Args& a) {
   at::Tensor mel_tc = mel_input(w, seconds);
   const int64_t T = mel_tc.size(0);
   Pipe p(w, dir, threads, /*live=*/true);
+  // One live run: pushes at real-time pace until the first audio arrives
+  // (then flushes: later output is not needed, and a vocoder slower than
+  // real time would otherwise take long to drain its backlog). Returns the
+  // first-audio time (ms after the first push) and frames pushed by then.
+  auto live_run = [&](double* first_ms, double* frames_in) {
+    p.play();
+    const auto t0 = Clock::now();
+    *first_ms = -1;
+    *frames_in = -1;
+    for (int64_t f = 0; f < T && *first_ms < 0; f += fpb) {
+      const int64_t n = std::min(fpb, T - f);
+      // Wait for the frame's due time, watching for the first audio meanwhile.
+      const auto due = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(f * p.frame_s));
+      {
+        std::unique_lock<std::mutex> l(p.state.m);
+        p.state.cv.wait_until(l, due, [&] { return p.state.got_first; });
+        if (p.state.got_first) {
+          *first_ms = std::chrono::duration<double, std::milli>(p.state.first - t0).count();
+          *frames_in = static_cast<double>(f);
+          break;
+        }
+      }
+      p.push(mel_tc, f, n);
+    }
+    if (*first_ms < 0) {  // all frames in: wait for the first audio (or EOS after drain)
+      std::unique_lock<std::mutex> l(p.state.m);
+      if (!p.state.got_first) {
+        l.unlock();
+        gst_app_src_end_of_stream(GST_APP_SRC(p.src));
+        p.wait_eos(300);
+        l.lock();
+      }
+      if (p.state.got_first) {
+        *first_ms = std::chrono::duration<double, std::milli>(p.state.first - t0).count();
+        *frames_in = static_cast<double>(T);
+      }
+    }
+    p.stop();
+  };
+  double w1, w2;
+  live_run(&w1, &w2);  // warm-up (default lookahead)
   json rows = json::array();
   for (int64_t la : parse_list(a.str("lookaheads", "0,1,2,4,8,-1"))) {
     g_object_set(p.voc, "lookahead", static_cast<gint>(la), nullptr);
-    std::vector<double> first_ms;
-    std::vector<double> frames_at_first;
-    for (int r = 0; r < reps + 1; ++r) {  // first run: warm-up
-      p.play();
-      const auto t0 = Clock::now();
-      double fa = -1, frames_in = -1;
-      for (int64_t f = 0; f < T; f += fpb) {
-        std::this_thread::sleep_until(t0 + std::chrono::duration<double>(f * p.frame_s));
-        p.push(mel_tc, f, std::min(fpb, T - f));
-        std::lock_guard<std::mutex> l(p.state.m);
-        if (fa < 0 && p.state.got_first) {
-          fa = std::chrono::duration<double, std::milli>(p.state.first - t0).count();
-          frames_in = static_cast<double>(f + std::min(fpb, T - f));
-        }
-      }
-      gst_app_src_end_of_stream(GST_APP_SRC(p.src));
-      p.wait_eos(120);
-      if (fa < 0 && p.state.got_first) {  // first audio came only with EOS (drain)
-        fa = std::chrono::duration<double, std::milli>(p.state.first - t0).count();
-        frames_in = static_cast<double>(T);
-      }
-      p.stop();
-      if (r > 0) first_ms.push_back(fa), frames_at_first.push_back(frames_in);
+    std::vector<double> first_ms, frames_at_first;
+    for (int r = 0; r < reps; ++r) {
+      double fa, fi;
+      live_run(&fa, &fi);
+      first_ms.push_back(fa);
+      frames_at_first.push_back(fi);
     }
     rows.push_back({{"lookahead", la}, {"first_audio_ms", first_ms}, {"frames_pushed_at_first_audio", frames_at_first}});
   }

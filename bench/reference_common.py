@@ -37,9 +37,11 @@ def set_threads(n):
     torch.set_num_threads(n)
 
 
-def time_calls(fn, reps, warmup):
+def time_calls(fn, reps, warmup, warm_fn=None):
+    """Times fn() reps times after `warmup` calls of warm_fn (default fn; the
+    scripts warm up on at most 2 s of input: enough to prime the pools)."""
     for _ in range(warmup):
-        fn()
+        (warm_fn or fn)()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()

@@ -47,7 +47,8 @@ def markdown(res):
              "model's own layout) of a synthetic speech-like signal. **xRT** = audio seconds per wall-clock second "
              "(higher is faster), median over repeats after one warm-up, spread = min-max. \"N threads\" sizes both "
              "OpenBLAS's pool and LibTorch's OpenMP pool (OPENBLAS_NUM_THREADS = OMP_NUM_THREADS = N, plus the model's "
-             "own option). Every measurement runs in its own process.\n")
+             f"own option). OpenMP wait policy: {res.get('omp_wait_policy', 'default')} (see \"OpenMP wait policy\" below). "
+             "Every measurement runs in its own process.\n")
 
     L.append("## Model API speed (whole utterance, no GStreamer)\n")
     L.append("| model | input | threads | median ms | xRT median | xRT min-max | peak RSS MiB | load |")
@@ -75,9 +76,20 @@ def markdown(res):
             L.append(f"| {s:g} s | {th} | {ratio(v1)} | {ratio(v2)} |")
     L.append("")
 
+    if res.get("omp_policy"):
+        L.append("## OpenMP wait policy (1 s input, 2 threads)\n")
+        L.append("libgomp's default spins idle workers (OMP_WAIT_POLICY=ACTIVE); with other jobs on the cores they "
+                 "compete with the OpenBLAS threads. The rest of this run uses the policy named at the top.\n")
+        L.append("| model | policy | median ms | xRT median | load |")
+        L.append("|---|---|---:|---:|---:|")
+        for o in res["omp_policy"]:
+            L.append(f"| {o['model']} | {o['policy']} | {fmt(o['whole']['median_ms'])} | {fmt(o['whole']['xrt_median'])} | "
+                     f"{o['load_before'][0]:.2f} |")
+        L.append("")
+
     L.append("## Peak resident memory per process\n")
-    L.append("VmHWM of a process that loads one model and runs it (input, warm-up, repeats, and for the 10 s input "
-             "the streaming path too); \"after load\" is VmHWM right after loading the model.\n")
+    L.append("VmHWM of a process that loads one model and runs it (input, warm-up, repeats, and for the "
+             f"{P['stream_s']:g} s input the streaming path too); \"after load\" is VmHWM right after loading the model.\n")
     L.append("| model | after load MiB | " + " | ".join(f"peak, {s:g} s input MiB" for s in P["seconds"]) + " |")
     L.append("|---|---:|" + "---:|" * len(P["seconds"]))
     for m in LABEL:
@@ -93,7 +105,7 @@ def markdown(res):
     L.append("")
 
     if res.get("element"):
-        L.append("## Element overhead (10 s input, 10-frame buffers)\n")
+        L.append(f"## Element overhead ({P['stream_s']:g} s input, 10-frame buffers)\n")
         L.append("API streaming = `feed()` in 10-frame chunks + `drain()` (the element's call pattern) without "
                  "GStreamer; element = appsrc ! vocosdec/hiftdec ! appsink, all buffers pushed at once, first push to "
                  "EOS. Whole = one `forward()` call.\n")
@@ -127,6 +139,11 @@ def markdown(res):
             ours = a["whole"]["median_ms"] if a else None
             L.append(f"| {o['model']} | {o['seconds']:g} s | {o['threads']} | {fmt(ours)} | {fmt(o['stats']['median_ms'])} | "
                      f"{fmt(ours / o['stats']['median_ms'], 3) if ours else '-'} | {fmt(o['stats']['xrt_median'])} |")
+        done = {(o["model"], o["seconds"]) for o in res.get("reference", [])}
+        missing = sorted({(o["model"], o["seconds"]) for o in res.get("api", [])} - done)
+        if missing:
+            L.append("\nNot run for the reference (time budget of the default run): " +
+                     ", ".join(f"{m} {s:g} s" for m, s in missing) + ".")
         L.append("")
 
     L.append("## Streamed vs whole-utterance output against lookahead\n")
@@ -223,6 +240,7 @@ set multiplot layout 1,2 title 'Streamed (10-frame chunks) vs whole-utterance ou
 set logscale y
 set grid
 set xlabel 'lookahead (frames)'
+set format y '%.0e'
 set ylabel 'rel-L2'
 plot {', '.join(s1)}
 set ylabel 'max abs'

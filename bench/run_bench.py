@@ -49,12 +49,14 @@ def machine():
 
 
 class Runner:
-    def __init__(self, build, results):
-        self.build, self.results = build, results
+    def __init__(self, build, results, omp_policy):
+        self.build, self.results, self.omp_policy = build, results, omp_policy
         self.log = []  # every child call: argv, seconds, load average before/after
 
     def run(self, argv, threads=None, env_extra=None, cwd=None, timeout=1800):
         env = dict(os.environ)
+        if self.omp_policy:
+            env["OMP_WAIT_POLICY"] = self.omp_policy
         if threads:
             env["OPENBLAS_NUM_THREADS"] = str(threads)
             env["OMP_NUM_THREADS"] = str(threads)
@@ -92,11 +94,11 @@ def stats(ms, audio_s):
 def plan(quick):
     """Repeats per input length: fewer for long inputs, fewer still in --quick."""
     if quick:
-        return {"seconds": [1, 10], "reps": {1: 3, 10: 2}, "threads": [1, 2], "stream_s": 10, "stream_reps": 2,
-                "elem_reps": 2, "err_s": 5, "lat_reps": 1, "lat_s": 1.0, "lat_lookaheads": [0, 2, -1],
+        return {"seconds": [1, 10], "reps": {1: 3, 10: 2}, "threads": [1, 2], "stream_s": 2, "stream_reps": 2,
+                "elem_reps": 2, "err_s": 2, "lat_reps": 1, "lat_s": 1.0, "lat_lookaheads": [0, 2, -1],
                 "ref_seconds": {"vocos": [1, 10], "hift": [1]}, "ref_reps": {1: 2, 10: 1, 60: 1}}
-    return {"seconds": [1, 10, 60], "reps": {1: 7, 10: 5, 60: 2}, "threads": [1, 2], "stream_s": 10, "stream_reps": 3,
-            "elem_reps": 3, "err_s": 10, "lat_reps": 3, "lat_s": 1.5, "lat_lookaheads": LOOKAHEADS,
+    return {"seconds": [1, 10, 60], "reps": {1: 7, 10: 5, 60: 2}, "threads": [1, 2], "stream_s": 5, "stream_reps": 3,
+            "elem_reps": 3, "err_s": 3, "lat_reps": 3, "lat_s": 1.5, "lat_lookaheads": LOOKAHEADS,
             "ref_seconds": {"vocos": [1, 10, 60], "hift": [1, 10]}, "ref_reps": {1: 5, 10: 3, 60: 1}}
 
 
@@ -106,16 +108,24 @@ def main():
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--omp-active", action="store_true",
+                    help="keep libgomp's default spin-waiting (OMP_WAIT_POLICY unset) instead of PASSIVE")
     a = ap.parse_args()
     os.makedirs(a.results, exist_ok=True)
     P = plan(a.quick)
-    r = Runner(a.build, a.results)
+    # libgomp's default (active) waiting spins idle OpenMP workers; on a busy
+    # 2-core machine they steal the cores from the OpenBLAS threads and from
+    # each other, which made 2-thread runs 3-8x slower than 1-thread ones.
+    # PASSIVE (for every child, ours and the reference alike) unless
+    # --omp-active; step 1b below shows the difference.
+    omp_policy = None if a.omp_active else "PASSIVE"
+    r = Runner(a.build, a.results, omp_policy)
     api = os.path.join(a.build, "bench", "bench_api")
     elem = os.path.join(a.build, "bench", "bench_element")
     models_dir = os.path.join(a.build, "bench", "models")
     os.makedirs(models_dir, exist_ok=True)
     t_start = time.time()
-    res = {"machine": machine(), "quick": a.quick, "plan": P}
+    res = {"machine": machine(), "quick": a.quick, "plan": P, "omp_wait_policy": omp_policy or "default (active)"}
     log("machine:", res["machine"])
 
     log("writing random-weight model files")
@@ -135,6 +145,18 @@ def main():
                     o["whole"] = stats(o["whole_ms"], o["audio_s"])
                     o["stream"] = stats(o["stream_ms"], o["audio_s"])
                     res["api"].append(o)
+
+    # 1b. libgomp wait policy at 2 threads: default (active spinning) vs PASSIVE.
+    log("OpenMP wait policy at 2 threads")
+    res["omp_policy"] = []
+    for m in ["vocos-s3gen", "hift"]:
+        for pol in ["ACTIVE", "PASSIVE"]:
+            o = r.run([api, "speed", "--model", m, "--dir", models_dir, "--seconds", "1", "--threads", "2",
+                       "--reps", "3", "--stream-reps", "0"], threads=2, env_extra={"OMP_WAIT_POLICY": pol})
+            if o:
+                o["policy"] = pol
+                o["whole"] = stats(o["whole_ms"], o["audio_s"])
+                res["omp_policy"].append(o)
 
     # 2. CUDA, when the library has it and a GPU is visible (else a note).
     o = r.run([api, "speed", "--model", "vocos-s3gen", "--dir", models_dir, "--seconds", "10", "--threads", "2",
@@ -171,7 +193,7 @@ def main():
     res["error"] = []
     for m in MODELS:
         o = r.run([api, "error", "--model", m, "--dir", models_dir, "--seconds", str(P["err_s"]), "--chunk", "10",
-                   "--lookaheads", ",".join(map(str, LOOKAHEADS))], threads=2)
+                   "--threads", "1", "--lookaheads", ",".join(map(str, LOOKAHEADS))], threads=1)
         if o:
             res["error"].append(o)
 
@@ -190,11 +212,12 @@ def main():
         res["reference_check"] = []
         for m in MODELS:
             dump = os.path.join(models_dir, m + ".dump.safetensors")
-            if r.run([api, "dump", "--model", m, "--dir", models_dir, "--seconds", "2", "--out", dump], threads=2):
+            if r.run([api, "dump", "--model", m, "--dir", models_dir, "--seconds", "2", "--out", dump,
+                      "--threads", "1"], threads=1):
                 script = "reference_hift.py" if m == "hift" else "reference_vocos.py"
                 extra = [] if m == "hift" else ["--layout", m.split("-")[1]]
                 o = r.run([py, os.path.join(HERE, script), *extra, "--weights", os.path.join(models_dir, m + ".safetensors"),
-                           "--check", dump, "--threads", "2"], threads=2, cwd=HERE)
+                           "--check", dump, "--threads", "1"], threads=1, cwd=HERE)
                 if o:
                     res["reference_check"].append(o)
         for m in MODELS:
