@@ -4,6 +4,7 @@
 #include "gst-plugins/caps.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "gst-plugins/elements.h"
+#include "gst-plugins/output_timing.h"
 
 #include <ATen/ATen.h>
 #include <gst/audio/audio.h>
@@ -37,10 +38,7 @@ struct _GstMelSpec {
   gdouble f_min, f_max;            // < 0: the preset's
 
   std::unique_ptr<chatterbox::mel::MelStream> stream;  // set once caps are negotiated
-  GstSegment in_segment;
-  gboolean segment_pending;
-  GstClockTime utterance_pts;
-  GstClockTime next_pts;
+  chatterbox::OutputTiming timing;
 };
 
 G_DEFINE_TYPE(GstMelSpec, gst_mel_spec, GST_TYPE_ELEMENT)
@@ -138,34 +136,16 @@ static gboolean set_sink_caps(GstMelSpec* self, GstCaps* caps) {
   return ok;
 }
 
-static void ensure_segment(GstMelSpec* self) {
-  if (!self->segment_pending) return;
-  GstSegment seg;
-  if (self->in_segment.format == GST_FORMAT_TIME)
-    gst_segment_copy_into(&self->in_segment, &seg);
-  else
-    gst_segment_init(&seg, GST_FORMAT_TIME);
-  gst_pad_push_event(self->srcpad, gst_event_new_segment(&seg));
-  self->segment_pending = FALSE;
-}
-
 // Pushes frames [t, n_mels]; `first` = index of the first frame in the utterance.
 static GstFlowReturn push_frames(GstMelSpec* self, const at::Tensor& frames, int64_t first) {
   const int64_t t = frames.size(0);
   if (t == 0) return GST_FLOW_OK;
-  ensure_segment(self);
+  self->timing.push_segment(self->srcpad);
   const chatterbox::MelFormat& f = self->stream->extractor().format();
   at::Tensor c = frames.to(at::kFloat).contiguous();
   GstBuffer* buf = gst_buffer_new_allocate(nullptr, c.numel() * sizeof(float), nullptr);
   gst_buffer_fill(buf, 0, c.data_ptr<float>(), c.numel() * sizeof(float));
-  const GstClockTime start = self->utterance_pts + gst_util_uint64_scale_int(first * f.hop_length, GST_SECOND, f.rate);
-  const GstClockTime end = self->utterance_pts + gst_util_uint64_scale_int((first + t) * f.hop_length, GST_SECOND, f.rate);
-  GST_BUFFER_PTS(buf) = start;
-  GST_BUFFER_DURATION(buf) = end - start;
-  GST_BUFFER_OFFSET(buf) = first;
-  GST_BUFFER_OFFSET_END(buf) = first + t;
-  if (first == 0) GST_BUFFER_FLAG_SET(buf, GST_BUFFER_FLAG_DISCONT);
-  self->next_pts = end;
+  self->timing.stamp(buf, first, t, f.rate, f.hop_length);  // frames at rate/hop per second
   return gst_pad_push(self->srcpad, buf);
 }
 
@@ -191,10 +171,7 @@ static GstFlowReturn gst_mel_spec_chain(GstPad*, GstObject* parent, GstBuffer* b
     }
   }
   if (self->stream->samples_fed() == 0) {
-    if (self->in_segment.format == GST_FORMAT_TIME && GST_BUFFER_PTS_IS_VALID(buf))
-      self->utterance_pts = GST_BUFFER_PTS(buf);
-    else
-      self->utterance_pts = GST_CLOCK_TIME_IS_VALID(self->next_pts) ? self->next_pts : 0;
+    self->timing.begin_utterance(buf);
   }
   GstMapInfo map;
   if (!gst_buffer_map(buf, &map, GST_MAP_READ)) {
@@ -229,18 +206,16 @@ static gboolean gst_mel_spec_sink_event(GstPad* pad, GstObject* parent, GstEvent
       return ok;
     }
     case GST_EVENT_SEGMENT:
-      gst_event_copy_segment(event, &self->in_segment);
-      self->segment_pending = TRUE;
+      self->timing.set_segment(event);
       gst_event_unref(event);
       return TRUE;
     case GST_EVENT_EOS:
       finish_utterance(self);
-      ensure_segment(self);
+      self->timing.push_segment(self->srcpad);
       return gst_pad_push_event(self->srcpad, event);
     case GST_EVENT_FLUSH_STOP:
       if (self->stream) self->stream->reset();
-      self->next_pts = GST_CLOCK_TIME_NONE;
-      self->segment_pending = TRUE;
+      self->timing.flush();
       return gst_pad_push_event(self->srcpad, event);
     default:
       return gst_pad_event_default(pad, parent, event);
@@ -301,9 +276,7 @@ static gboolean gst_mel_spec_src_query(GstPad* pad, GstObject* parent, GstQuery*
 static GstStateChangeReturn gst_mel_spec_change_state(GstElement* element, GstStateChange transition) {
   GstMelSpec* self = GST_MEL_SPEC(element);
   if (transition == GST_STATE_CHANGE_READY_TO_PAUSED) {
-    gst_segment_init(&self->in_segment, GST_FORMAT_UNDEFINED);
-    self->segment_pending = TRUE;
-    self->next_pts = GST_CLOCK_TIME_NONE;
+    self->timing.start();
   }
   GstStateChangeReturn ret = GST_ELEMENT_CLASS(gst_mel_spec_parent_class)->change_state(element, transition);
   if (transition == GST_STATE_CHANGE_PAUSED_TO_READY) self->stream.reset();
@@ -394,7 +367,5 @@ static void gst_mel_spec_init(GstMelSpec* self) {
   gst_element_add_pad(GST_ELEMENT(self), self->srcpad);
   self->preset = PRESET_S3GEN;
   self->f_min = self->f_max = -1;
-  gst_segment_init(&self->in_segment, GST_FORMAT_UNDEFINED);
-  self->segment_pending = TRUE;
-  self->utterance_pts = self->next_pts = GST_CLOCK_TIME_NONE;
+  new (&self->timing) chatterbox::OutputTiming();
 }

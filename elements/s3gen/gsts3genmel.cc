@@ -4,6 +4,7 @@
 #include "gst-plugins/caps.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "gst-plugins/elements.h"
+#include "gst-plugins/output_timing.h"
 
 #include <ATen/ATen.h>
 
@@ -44,10 +45,7 @@ struct _GstS3GenMel {
   gint64 frames_out;
   guint64 utterances;
   gboolean in_utterance;
-  GstClockTime utterance_pts;
-  GstClockTime next_pts;
-  GstSegment in_segment;
-  gboolean segment_pending;
+  chatterbox::OutputTiming timing;
   gboolean have_caps;
 };
 
@@ -61,17 +59,6 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
     GST_STATIC_CAPS(CHATTERBOX_MEL_MEDIA_TYPE ", format=(string)F32LE, layout=(string)frame-major, log=(string)ln, "
                                               "rate=(int)24000, n-mels=(int)80, hop-length=(int)480"));
 
-static void ensure_segment(GstS3GenMel* self) {
-  if (!self->segment_pending) return;
-  GstSegment seg;
-  if (self->in_segment.format == GST_FORMAT_TIME)
-    gst_segment_copy_into(&self->in_segment, &seg);
-  else
-    gst_segment_init(&seg, GST_FORMAT_TIME);
-  gst_pad_push_event(self->srcpad, gst_event_new_segment(&seg));
-  self->segment_pending = FALSE;
-}
-
 // mel [1, 80, k] -> one frame-major buffer stamped in audio time.
 static GstFlowReturn push_mel(GstS3GenMel* self, const at::Tensor& mel) {
   const int64_t k = mel.size(2);
@@ -81,21 +68,14 @@ static GstFlowReturn push_mel(GstS3GenMel* self, const at::Tensor& mel) {
                       ("check the model and voice files"));
     return GST_FLOW_ERROR;
   }
-  ensure_segment(self);
+  self->timing.push_segment(self->srcpad);
   at::Tensor frames = mel[0].transpose(0, 1).contiguous();  // [k, 80]
   GstBuffer* buf = gst_buffer_new_allocate(nullptr, frames.numel() * sizeof(float), nullptr);
   gst_buffer_fill(buf, 0, frames.data_ptr<float>(), frames.numel() * sizeof(float));
   const chatterbox::MelFormat f = chatterbox::MelFormat::s3gen();
   const gint64 first = self->frames_out;
-  const GstClockTime start = self->utterance_pts + gst_util_uint64_scale_int(first * f.hop_length, GST_SECOND, f.rate);
-  const GstClockTime end = self->utterance_pts + gst_util_uint64_scale_int((first + k) * f.hop_length, GST_SECOND, f.rate);
-  GST_BUFFER_PTS(buf) = start;
-  GST_BUFFER_DURATION(buf) = end - start;
-  GST_BUFFER_OFFSET(buf) = first;
-  GST_BUFFER_OFFSET_END(buf) = first + k;
-  if (first == 0) GST_BUFFER_FLAG_SET(buf, GST_BUFFER_FLAG_DISCONT);
+  self->timing.stamp(buf, first, k, f.rate, f.hop_length);  // frames at rate/hop per second
   self->frames_out += k;
-  self->next_pts = end;
   return gst_pad_push(self->srcpad, buf);
 }
 
@@ -155,10 +135,7 @@ static GstFlowReturn gst_s3gen_mel_chain(GstPad*, GstObject* parent, GstBuffer* 
   if (!self->in_utterance) {
     self->in_utterance = TRUE;
     self->frames_out = 0;
-    if (self->in_segment.format == GST_FORMAT_TIME && GST_BUFFER_PTS_IS_VALID(buf))
-      self->utterance_pts = GST_BUFFER_PTS(buf);
-    else
-      self->utterance_pts = GST_CLOCK_TIME_IS_VALID(self->next_pts) ? self->next_pts : 0;
+    self->timing.begin_utterance(buf);
     if (self->chunk_tokens > 0)
       self->streamer = std::make_unique<chatterbox::S3GenFlowStreamer>(*self->flow, *self->voice, streamer_options(self));
   }
@@ -201,13 +178,12 @@ static gboolean gst_s3gen_mel_sink_event(GstPad* pad, GstObject* parent, GstEven
       return ok;
     }
     case GST_EVENT_SEGMENT:
-      gst_event_copy_segment(event, &self->in_segment);
-      self->segment_pending = TRUE;
+      self->timing.set_segment(event);
       gst_event_unref(event);
       return TRUE;
     case GST_EVENT_EOS:
       finish_utterance(self);
-      ensure_segment(self);
+      self->timing.push_segment(self->srcpad);
       return gst_pad_push_event(self->srcpad, event);
     case GST_EVENT_CUSTOM_DOWNSTREAM:
       // t3 marks the end of each utterance: decode it now rather than at the
@@ -218,8 +194,7 @@ static gboolean gst_s3gen_mel_sink_event(GstPad* pad, GstObject* parent, GstEven
       self->tokens.clear();
       self->streamer.reset();
       self->in_utterance = FALSE;
-      self->next_pts = GST_CLOCK_TIME_NONE;
-      self->segment_pending = TRUE;
+      self->timing.flush();
       return gst_pad_push_event(self->srcpad, event);
     default:
       return gst_pad_event_default(pad, parent, event);
@@ -319,9 +294,7 @@ static GstStateChangeReturn gst_s3gen_mel_change_state(GstElement* element, GstS
       if (!load(self)) return GST_STATE_CHANGE_FAILURE;
       break;
     case GST_STATE_CHANGE_READY_TO_PAUSED:
-      gst_segment_init(&self->in_segment, GST_FORMAT_UNDEFINED);
-      self->segment_pending = TRUE;
-      self->next_pts = GST_CLOCK_TIME_NONE;
+      self->timing.start();
       self->in_utterance = FALSE;
       self->utterances = 0;
       self->tokens.clear();
@@ -465,7 +438,5 @@ static void gst_s3gen_mel_init(GstS3GenMel* self) {
   gst_element_add_pad(GST_ELEMENT(self), self->srcpad);
   self->device = g_strdup("cpu");
   self->cfg_rate = -1.0;
-  gst_segment_init(&self->in_segment, GST_FORMAT_UNDEFINED);
-  self->segment_pending = TRUE;
-  self->utterance_pts = self->next_pts = GST_CLOCK_TIME_NONE;
+  new (&self->timing) chatterbox::OutputTiming();
 }

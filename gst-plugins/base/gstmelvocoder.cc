@@ -2,6 +2,7 @@
 
 #include "gst-plugins/caps.h"
 #include "gst-plugins/core/vocoder.h"
+#include "gst-plugins/output_timing.h"
 
 #include <ATen/ATen.h>
 #include <gst/base/gstadapter.h>
@@ -28,11 +29,7 @@ struct GstMelVocoderPrivate {
 
   gboolean have_format;  // sink caps accepted
   chatterbox::MelFormat format;
-  GstSegment in_segment;
-  gboolean segment_pending;     // our TIME segment still to be pushed
-  GstClockTime utterance_pts;   // time of the first sample of the current utterance
-  GstClockTime next_pts;        // end of what was pushed so far
-  gboolean warned_partial;
+  chatterbox::OutputTiming timing;  // audio time of the output
 };
 
 G_DEFINE_ABSTRACT_TYPE_WITH_PRIVATE(GstMelVocoder, gst_mel_vocoder, GST_TYPE_ELEMENT)
@@ -55,36 +52,17 @@ static void set_lookahead(GstMelVocoderPrivate* p) {
   p->vocoder->set_lookahead_frames(p->lookahead < 0 ? p->vocoder->default_lookahead_frames() : p->lookahead);
 }
 
-static void ensure_segment(GstMelVocoderPrivate* p) {
-  if (!p->segment_pending) return;
-  GstSegment seg;
-  if (p->in_segment.format == GST_FORMAT_TIME)
-    gst_segment_copy_into(&p->in_segment, &seg);
-  else
-    gst_segment_init(&seg, GST_FORMAT_TIME);  // e.g. BYTES from filesrc: audio time from 0
-  gst_pad_push_event(p->srcpad, gst_event_new_segment(&seg));
-  p->segment_pending = FALSE;
-}
-
 // Pushes `samples` (1-D) as one buffer stamped in audio time; `first` is the
 // index of its first sample within the current utterance.
 static GstFlowReturn push_audio(GstMelVocoder* self, const at::Tensor& samples, gint64 first) {
   GstMelVocoderPrivate* p = P(self);
   const gint64 n = samples.numel();
   if (n == 0) return GST_FLOW_OK;
-  ensure_segment(p);
-  const gint rate = p->vocoder->sample_rate();
+  p->timing.push_segment(p->srcpad);
   at::Tensor s = samples.to(at::kCPU).to(at::kFloat).contiguous();
   GstBuffer* buf = gst_buffer_new_allocate(nullptr, n * sizeof(float), nullptr);
   gst_buffer_fill(buf, 0, s.data_ptr<float>(), n * sizeof(float));
-  const GstClockTime start = p->utterance_pts + gst_util_uint64_scale_int(first, GST_SECOND, rate);
-  const GstClockTime end = p->utterance_pts + gst_util_uint64_scale_int(first + n, GST_SECOND, rate);
-  GST_BUFFER_PTS(buf) = start;
-  GST_BUFFER_DURATION(buf) = end - start;
-  GST_BUFFER_OFFSET(buf) = first;
-  GST_BUFFER_OFFSET_END(buf) = first + n;
-  if (first == 0) GST_BUFFER_FLAG_SET(buf, GST_BUFFER_FLAG_DISCONT);
-  p->next_pts = end;
+  p->timing.stamp(buf, first, n, p->vocoder->sample_rate(), 1);
   return gst_pad_push(p->srcpad, buf);
 }
 
@@ -112,7 +90,6 @@ static void reset_stream(GstMelVocoder* self) {
   GstMelVocoderPrivate* p = P(self);
   gst_adapter_clear(p->adapter);
   if (p->vocoder) p->vocoder->reset();
-  p->utterance_pts = GST_CLOCK_TIME_NONE;
 }
 
 static GstFlowReturn gst_mel_vocoder_chain(GstPad* pad, GstObject* parent, GstBuffer* buf) {
@@ -134,11 +111,7 @@ static GstFlowReturn gst_mel_vocoder_chain(GstPad* pad, GstObject* parent, GstBu
     }
   }
   if (p->vocoder->frames_in() == 0 && gst_adapter_available(p->adapter) == 0) {
-    // First data of an utterance: anchor output time to the input's.
-    if (p->in_segment.format == GST_FORMAT_TIME && GST_BUFFER_PTS_IS_VALID(buf))
-      p->utterance_pts = GST_BUFFER_PTS(buf);
-    else
-      p->utterance_pts = GST_CLOCK_TIME_IS_VALID(p->next_pts) ? p->next_pts : 0;
+    p->timing.begin_utterance(buf);  // first data of an utterance
   }
   gst_adapter_push(p->adapter, buf);
   const gsize fb = frame_bytes(p);
@@ -205,15 +178,14 @@ static gboolean gst_mel_vocoder_sink_event(GstPad* pad, GstObject* parent, GstEv
       return ok;
     }
     case GST_EVENT_SEGMENT: {
-      gst_event_copy_segment(event, &p->in_segment);
-      p->segment_pending = TRUE;  // pushed (as TIME) with the next audio
+      p->timing.set_segment(event);  // pushed (as TIME) with the next audio
       gst_event_unref(event);
       return TRUE;
     }
     case GST_EVENT_EOS:
       drain(self);
       reset_stream(self);
-      ensure_segment(p);  // an empty stream still owes downstream a segment before EOS
+      p->timing.push_segment(p->srcpad);  // an empty stream still owes downstream a segment before EOS
       return gst_pad_push_event(p->srcpad, event);
     case GST_EVENT_CUSTOM_DOWNSTREAM:
       // End of an utterance (t3 / s3genmel): emit its last samples now.
@@ -224,8 +196,7 @@ static gboolean gst_mel_vocoder_sink_event(GstPad* pad, GstObject* parent, GstEv
       return gst_pad_event_default(pad, parent, event);
     case GST_EVENT_FLUSH_STOP:
       reset_stream(self);
-      p->next_pts = GST_CLOCK_TIME_NONE;
-      p->segment_pending = TRUE;
+      p->timing.flush();
       return gst_pad_push_event(p->srcpad, event);
     default:
       return gst_pad_event_default(pad, parent, event);
@@ -355,9 +326,7 @@ static GstStateChangeReturn gst_mel_vocoder_change_state(GstElement* element, Gs
       if (!load_model(self)) return GST_STATE_CHANGE_FAILURE;
       break;
     case GST_STATE_CHANGE_READY_TO_PAUSED:
-      gst_segment_init(&p->in_segment, GST_FORMAT_UNDEFINED);
-      p->segment_pending = TRUE;
-      p->next_pts = GST_CLOCK_TIME_NONE;
+      p->timing.start();
       reset_stream(self);
       break;
     default:
@@ -499,8 +468,5 @@ static void gst_mel_vocoder_init(GstMelVocoder* self) {
   p->adapter = gst_adapter_new();
   p->device = g_strdup("cpu");
   p->lookahead = -1;
-  p->next_pts = GST_CLOCK_TIME_NONE;
-  p->utterance_pts = GST_CLOCK_TIME_NONE;
-  gst_segment_init(&p->in_segment, GST_FORMAT_UNDEFINED);
-  p->segment_pending = TRUE;
+  new (&p->timing) chatterbox::OutputTiming();
 }
