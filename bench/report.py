@@ -88,8 +88,7 @@ def markdown(res):
         L.append("")
 
     L.append("## Peak resident memory per process\n")
-    L.append("VmHWM of a process that loads one model and runs it (input, warm-up, repeats, and for the "
-             f"{P['stream_s']:g} s input the streaming path too); \"after load\" is VmHWM right after loading the model.\n")
+    L.append("VmHWM of a process that loads one model and runs it whole (input, warm-up, repeats); \"after load\" is VmHWM right after loading the model.\n")
     L.append("| model | after load MiB | " + " | ".join(f"peak, {s:g} s input MiB" for s in P["seconds"]) + " |")
     L.append("|---|---:|" + "---:|" * len(P["seconds"]))
     for m in LABEL:
@@ -112,7 +111,7 @@ def markdown(res):
         L.append("| model | threads | whole xRT | API streaming xRT | element xRT | element time / API streaming time |")
         L.append("|---|---:|---:|---:|---:|---:|")
         for e in res["element"]:
-            a = api_row(res, e["model"], P["stream_s"], e["threads"])
+            a = next((o for o in res.get("api_stream", []) if o["model"] == e["model"] and o["threads"] == e["threads"]), None)
             st = a["stream"] if a else None
             ratio = e["stats"]["median_ms"] / st["median_ms"] if st else None
             L.append(f"| {e['model']} | {e['threads']} | {fmt(a['whole']['xrt_median']) if a else '-'} | "

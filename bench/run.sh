@@ -23,7 +23,8 @@
 #   - our time / PyTorch reference time (bench/reference_*.py on Debian's
 #     python3-torch 1.13, /usr/bin/python3);
 #   - CUDA when the library has it and a GPU is visible (else noted as skipped).
-# Default run: ~15 min on 2 cores; --quick: ~2 min (1 and 10 s, fewer repeats).
+# Default run: ~11-13 min on a busy 2-core machine; --quick: ~2-4 min (1 and 10 s,
+# fewer repeats). OMP_WAIT_POLICY=PASSIVE for every child unless --omp-active.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -32,7 +33,7 @@ JOBS=1
 ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick|--no-reference) ARGS+=("$1") ;;
+    --quick|--no-reference|--omp-active) ARGS+=("$1") ;;
     --build) BUILD=$2; shift ;;
     --jobs) JOBS=$2; shift ;;
     -h|--help) sed -n '2,27p' "$0"; exit 0 ;;

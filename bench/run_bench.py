@@ -139,12 +139,26 @@ def main():
             for th in P["threads"]:
                 argv = [api, "speed", "--model", m, "--dir", models_dir, "--seconds", str(s), "--threads", str(th),
                         "--reps", str(P["reps"][s]), "--warmup", "1",
-                        "--stream-reps", str(P["stream_reps"] if s == P["stream_s"] else 0), "--stream-chunk", "10"]
+                        "--stream-reps", "0"]
                 o = r.run(argv, threads=th)
                 if o:
                     o["whole"] = stats(o["whole_ms"], o["audio_s"])
                     o["stream"] = stats(o["stream_ms"], o["audio_s"])
                     res["api"].append(o)
+
+    # 1a. The streaming path (feed() in 10-frame chunks + drain()) at the
+    # element benchmark's input length: the element's call pattern without GStreamer.
+    log("model API streaming")
+    res["api_stream"] = []
+    for m in MODELS:
+        for th in P["threads"]:
+            o = r.run([api, "speed", "--model", m, "--dir", models_dir, "--seconds", str(P["stream_s"]), "--threads",
+                       str(th), "--reps", "3", "--warmup", "1", "--stream-reps", str(P["stream_reps"]),
+                       "--stream-chunk", "10"], threads=th)
+            if o:
+                o["whole"] = stats(o["whole_ms"], o["audio_s"])
+                o["stream"] = stats(o["stream_ms"], o["audio_s"])
+                res["api_stream"].append(o)
 
     # 1b. libgomp wait policy at 2 threads: default (active spinning) vs PASSIVE.
     log("OpenMP wait policy at 2 threads")
