@@ -26,7 +26,11 @@ static chatterbox::StreamingVocoder* gst_vocos_dec_load_model(GstMelVocoder*, co
 static void gst_vocos_dec_class_init(GstVocosDecClass* klass) {
   GstMelVocoderClass* vocoder_class = GST_MEL_VOCODER_CLASS(klass);
   vocoder_class->load_model = gst_vocos_dec_load_model;
-  vocoder_class->default_model = CHATTERBOX_DEFAULT_VOCOS_MODEL;
+  // The embedded default: a small Vocos for S3Gen features trained by
+  // vocos-train (models/README.md), installed or from the source tree.
+  vocoder_class->default_model = g_file_test(CHATTERBOX_INSTALLED_VOCOS_MODEL, G_FILE_TEST_EXISTS)
+                                     ? CHATTERBOX_INSTALLED_VOCOS_MODEL
+                                     : CHATTERBOX_SOURCE_VOCOS_MODEL;
   gst_element_class_set_static_metadata(GST_ELEMENT_CLASS(klass), "Vocos vocoder", "Codec/Decoder/Audio",
       "Turns log-mel frames into audio with Vocos (ConvNeXt + iSTFT). The model's feature layout fixes the sink "
       "caps: S3Gen mels need a Vocos trained for them (vocos-train); charactr/vocos-mel-24khz takes melspec "
