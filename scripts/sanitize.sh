@@ -73,8 +73,9 @@ fi
 tests=(checkpoint torch_zip mel robustness)
 targets=(tests/core/test_checkpoint tests/core/test_torch_zip tests/mel/test_mel tests/robustness/test_robustness)
 if [ $elements = 1 ]; then
-  tests+=(elements_vocoder elements_melspec)
-  targets+=(tests/elements/test_elements_vocoder tests/elements/test_elements_melspec gst-plugins/libgstchatterbox.so)
+  tests+=(elements_vocoder elements_melspec t3_element s3genmel_element)
+  targets+=(tests/elements/test_elements_vocoder tests/elements/test_elements_melspec tests/t3/test_t3_element
+            tests/s3genmel/test_s3genmel_element gst-plugins/libgstchatterbox.so)
 fi
 tests+=("$@")
 start=$(date +%s)
