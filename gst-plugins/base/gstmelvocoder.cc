@@ -409,6 +409,7 @@ static void gst_mel_vocoder_get_property(GObject* object, guint prop_id, GValue*
 static void gst_mel_vocoder_finalize(GObject* object) {
   GstMelVocoderPrivate* p = P(GST_MEL_VOCODER(object));
   delete p->vocoder;
+  p->format.~MelFormat();
   g_object_unref(p->adapter);
   g_free(p->model);
   g_free(p->device);
@@ -468,5 +469,8 @@ static void gst_mel_vocoder_init(GstMelVocoder* self) {
   p->adapter = gst_adapter_new();
   p->device = g_strdup("cpu");
   p->lookahead = -1;
+  // GObject memory is zero-filled, not constructed: C++ members are placed
+  // here and destroyed in finalize.
+  new (&p->format) chatterbox::MelFormat();
   new (&p->timing) chatterbox::OutputTiming();
 }
