@@ -11,6 +11,7 @@ packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   libboost-test-dev nlohmann-json3-dev libyaml-cpp-dev libicu-dev
   espeak-ng sox                                # test speech and audio checks
+  clang libclang-rt-14-dev valgrind            # sanitizer build, fuzzers, leak check (scripts/test.sh)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -6,10 +6,22 @@ bash scripts/install-deps.sh
 bash scripts/build.sh
 rc=0
 meson test -C build --print-errorlogs --num-processes 2 "$@" || rc=$?
+# Hardening checks (docs/robustness.md), each counted as one test: the
+# untrusted-input suites under ASan+UBSan, the copy-synthesis pipelines under
+# valgrind memcheck, and 20 s of each libFuzzer harness.
+# CHATTERBOX_QUICK_TESTS=1 skips them (for quick local runs).
+extra_ok=0
+extra_fail=0
+if [ "${CHATTERBOX_QUICK_TESTS:-0}" != 1 ]; then
+  for check in "scripts/sanitize.sh" "scripts/sanitize.sh --valgrind build" "scripts/fuzz.sh 20"; do
+    echo "== $check"
+    if bash $check; then extra_ok=$((extra_ok + 1)); else extra_fail=$((extra_fail + 1)); rc=1; fi
+  done
+fi
 # One plain closing line for CI: "N passed, N failed".
-python3 - <<'PY'
-import json
-ok = fail = skip = 0
+EXTRA_OK=$extra_ok EXTRA_FAIL=$extra_fail python3 - <<'PY'
+import json, os
+ok, fail, skip = int(os.environ["EXTRA_OK"]), int(os.environ["EXTRA_FAIL"]), 0
 for line in open("build/meson-logs/testlog.json"):
     r = json.loads(line).get("result")
     if r in ("OK", "EXPECTEDFAIL"): ok += 1
