@@ -89,6 +89,20 @@ S3GenFlowConfig S3GenFlowConfig::from_json(const nlohmann::json& j) {
 void S3GenFlowConfig::validate() const {
   auto bad = [](const std::string& what) { throw ModelError("S3Gen flow config: " + what); };
   if (estimator_channels.empty()) bad("estimator channels is empty");
+  // Every size must be positive before any arithmetic on them (a zero or
+  // negative head count would divide by zero below).
+  const std::pair<const char*, int64_t> sizes[] = {
+      {"input_size", input_size}, {"output_size", output_size}, {"spk_embed_dim", spk_embed_dim},
+      {"vocab_size", vocab_size}, {"token_mel_ratio", token_mel_ratio}, {"encoder output_size", encoder_output_size},
+      {"attention_heads", encoder_heads}, {"linear_units", encoder_linear_units}, {"num_blocks", encoder_blocks},
+      {"up_blocks", encoder_up_blocks}, {"up stride", up_stride}, {"estimator in_channels", estimator_in_channels},
+      {"attention_head_dim", attention_head_dim}, {"n_blocks", n_blocks}, {"num_heads", num_heads}};
+  for (const auto& [name, v] : sizes)
+    if (v < 1) bad(std::string(name) + " must be >= 1, got " + std::to_string(v));
+  for (int64_t ch : estimator_channels)
+    if (ch < 1) bad("estimator channels must be >= 1, got " + std::to_string(ch));
+  if (pre_lookahead_len < 0) bad("pre_lookahead_len must be >= 0");
+  if (num_mid_blocks < 0) bad("num_mid_blocks must be >= 0");
   if (encoder_output_size % encoder_heads != 0) bad("encoder output_size is not divisible by attention_heads");
   if (input_size != encoder_output_size)
     bad("input_size (" + std::to_string(input_size) + ") must equal encoder output_size (" +
