@@ -13,9 +13,9 @@ meson test -C build --print-errorlogs --num-processes 2 "$@" || rc=$?
 extra_ok=0
 extra_fail=0
 if [ "${CHATTERBOX_QUICK_TESTS:-0}" != 1 ]; then
-  for check in "scripts/sanitize.sh" "scripts/sanitize.sh --valgrind build" "scripts/fuzz.sh 20"; do
+  for check in "scripts/sanitize.sh" "scripts/sanitize.sh --valgrind build" "scripts/fuzz.sh 60"; do
     echo "== $check"
-    if bash $check; then extra_ok=$((extra_ok + 1)); else extra_fail=$((extra_fail + 1)); rc=1; fi
+    if FUZZ_FLAGS="-seed=1 -runs=30000" bash $check; then extra_ok=$((extra_ok + 1)); else extra_fail=$((extra_fail + 1)); rc=1; fi
   done
 fi
 # One plain closing line for CI: "N passed, N failed".
