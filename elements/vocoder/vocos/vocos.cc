@@ -19,6 +19,7 @@
 // end's zero padding and overlap-add envelope. The context kept is 6 frames
 // per layer plus the time frames whose samples are not all out.
 #include "elements/vocoder/vocos/vocos.h"
+#include "elements/vocoder/vocos/vocos_modules.h"
 
 #include "gst-plugins/core/checkpoint.h"
 #include "gst-plugins/core/module_loader.h"
@@ -48,68 +49,8 @@ namespace {
 
 namespace nn = torch::nn;
 
-// --- module tree: names mirror vocos.models / vocos.heads state dicts -------
-
-struct ConvNeXtBlockImpl : nn::Module {
-  nn::Conv1d dwconv{nullptr};
-  nn::LayerNorm norm{nullptr};
-  nn::Linear pwconv1{nullptr}, pwconv2{nullptr};
-  torch::Tensor gamma;
-  explicit ConvNeXtBlockImpl(const VocosConfig& c) {
-    dwconv = register_module("dwconv", nn::Conv1d(nn::Conv1dOptions(c.dim, c.dim, 7).padding(3).groups(c.dim)));
-    norm = register_module("norm", nn::LayerNorm(nn::LayerNormOptions({c.dim}).eps(c.layer_norm_eps)));
-    pwconv1 = register_module("pwconv1", nn::Linear(c.dim, c.intermediate_dim));
-    pwconv2 = register_module("pwconv2", nn::Linear(c.intermediate_dim, c.dim));
-    // layer_scale_init_value = 1 / num_layers in the reference.
-    gamma = register_parameter("gamma", torch::full({c.dim}, 1.0 / std::max(1, c.num_layers)));
-  }
-};
-TORCH_MODULE(ConvNeXtBlock);
-
-struct BackboneImpl : nn::Module {
-  nn::Conv1d embed{nullptr};
-  nn::LayerNorm norm{nullptr};
-  nn::ModuleList convnext;
-  nn::LayerNorm final_layer_norm{nullptr};
-  explicit BackboneImpl(const VocosConfig& c) {
-    embed = register_module("embed", nn::Conv1d(nn::Conv1dOptions(c.input_channels, c.dim, 7).padding(3)));
-    norm = register_module("norm", nn::LayerNorm(nn::LayerNormOptions({c.dim}).eps(c.layer_norm_eps)));
-    convnext = register_module("convnext", nn::ModuleList());
-    for (int i = 0; i < c.num_layers; ++i) convnext->push_back(ConvNeXtBlock(c));
-    final_layer_norm =
-        register_module("final_layer_norm", nn::LayerNorm(nn::LayerNormOptions({c.dim}).eps(c.layer_norm_eps)));
-  }
-  ConvNeXtBlockImpl& block(size_t i) { return *convnext[i]->as<ConvNeXtBlockImpl>(); }
-};
-TORCH_MODULE(Backbone);
-
-struct ISTFTImpl : nn::Module {
-  torch::Tensor window;
-  explicit ISTFTImpl(const VocosConfig& c) {
-    window = register_buffer("window", torch::hann_window(c.win_length, /*periodic=*/true));
-  }
-};
-TORCH_MODULE(ISTFT);
-
-struct HeadImpl : nn::Module {
-  nn::Linear out{nullptr};
-  ISTFT istft{nullptr};
-  explicit HeadImpl(const VocosConfig& c) {
-    out = register_module("out", nn::Linear(c.dim, c.n_fft + 2));
-    istft = register_module("istft", ISTFT(c));
-  }
-};
-TORCH_MODULE(Head);
-
-struct NetImpl : nn::Module {
-  Backbone backbone{nullptr};
-  Head head{nullptr};
-  explicit NetImpl(const VocosConfig& c) {
-    backbone = register_module("backbone", Backbone(c));
-    head = register_module("head", Head(c));
-  }
-};
-TORCH_MODULE(Net);
+// The module tree (state-dict names) is shared with the trainer.
+using namespace vocos_modules;
 
 // --- fast-path weights ------------------------------------------------------------
 
