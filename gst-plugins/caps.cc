@@ -128,4 +128,29 @@ GstCaps* audio_caps(int rate) {
                              "interleaved", "channels", G_TYPE_INT, 1, "rate", G_TYPE_INT, rate, nullptr);
 }
 
+bool answer_caps_query(GstQuery* query, GstCaps* caps) {
+  GstCaps* filter;
+  gst_query_parse_caps(query, &filter);
+  bool excluded = false;
+  if (filter) {
+    GstCaps* both = gst_caps_intersect_full(filter, caps, GST_CAPS_INTERSECT_FIRST);
+    excluded = gst_caps_is_empty(both) && !gst_caps_is_empty(caps);
+    gst_caps_unref(caps);
+    caps = both;
+  }
+  gst_query_set_caps_result(query, caps);
+  gst_caps_unref(caps);
+  return excluded;
+}
+
+gboolean answer_latency_query(GstPad* sinkpad, GstQuery* query, GstClockTime ours, bool bounded) {
+  if (!gst_pad_peer_query(sinkpad, query)) return FALSE;
+  gboolean live;
+  GstClockTime min, max;
+  gst_query_parse_latency(query, &live, &min, &max);
+  max = bounded && GST_CLOCK_TIME_IS_VALID(max) ? max + ours : GST_CLOCK_TIME_NONE;
+  gst_query_set_latency(query, live, min + ours, max);
+  return TRUE;
+}
+
 }  // namespace chatterbox

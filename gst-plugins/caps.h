@@ -42,4 +42,16 @@ std::string explain_mel_caps_mismatch(const MelFormat& expected, const GstCaps* 
 // Mono F32LE audio caps at `rate`.
 GstCaps* audio_caps(int rate);
 
+// Answers a CAPS query with `caps` (taken) intersected with the query's
+// filter. Returns true when the filter excluded everything `caps` offers:
+// upstream is about to fail with a bare not-negotiated, and the element
+// should say why.
+bool answer_caps_query(GstQuery* query, GstCaps* caps);
+
+// Answers a LATENCY query on a src pad: upstream's latency (asked through
+// `sinkpad`) plus `ours`. `bounded`: false when this element may hold data
+// for an unbounded time (no maximum latency then). FALSE if upstream did not
+// answer.
+gboolean answer_latency_query(GstPad* sinkpad, GstQuery* query, GstClockTime ours, bool bounded = true);
+
 }  // namespace chatterbox

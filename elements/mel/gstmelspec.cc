@@ -227,28 +227,21 @@ static gboolean gst_mel_spec_sink_query(GstPad* pad, GstObject* parent, GstQuery
   if (GST_QUERY_TYPE(query) == GST_QUERY_CAPS) {
     // Offer exactly the rate the chosen recipe needs, so an upstream
     // audioresample converts to it.
-    GstCaps* filter;
-    gst_query_parse_caps(query, &filter);
     chatterbox::MelFormat f;
     std::string why;
     GstCaps* caps = choose_format(self, &f, &why) ? chatterbox::audio_caps(f.rate) : gst_caps_new_empty();
-    if (filter) {
-      GstCaps* both = gst_caps_intersect_full(filter, caps, GST_CAPS_INTERSECT_FIRST);
-      if (gst_caps_is_empty(both) && !gst_caps_is_empty(caps)) {
-        // Upstream will fail with a bare not-negotiated; say what to do.
-        gchar* offered = gst_caps_to_string(filter);
-        GST_ELEMENT_WARNING(self, CORE, NEGOTIATION,
-                            ("melspec needs mono F32LE audio at %d Hz, which upstream does not offer: insert "
-                             "'audioconvert ! audioresample' before melspec",
-                             f.rate),
-                            ("upstream offers %s", offered));
-        g_free(offered);
-      }
-      gst_caps_unref(caps);
-      caps = both;
+    if (chatterbox::answer_caps_query(query, caps)) {
+      // Upstream will fail with a bare not-negotiated; say what to do.
+      GstCaps* filter;
+      gst_query_parse_caps(query, &filter);
+      gchar* offered = gst_caps_to_string(filter);
+      GST_ELEMENT_WARNING(self, CORE, NEGOTIATION,
+                          ("melspec needs mono F32LE audio at %d Hz, which upstream does not offer: insert "
+                           "'audioconvert ! audioresample' before melspec",
+                           f.rate),
+                          ("upstream offers %s", offered));
+      g_free(offered);
     }
-    gst_query_set_caps_result(query, caps);
-    gst_caps_unref(caps);
     return TRUE;
   }
   return gst_pad_query_default(pad, parent, query);
@@ -257,18 +250,13 @@ static gboolean gst_mel_spec_sink_query(GstPad* pad, GstObject* parent, GstQuery
 static gboolean gst_mel_spec_src_query(GstPad* pad, GstObject* parent, GstQuery* query) {
   GstMelSpec* self = GST_MEL_SPEC(parent);
   if (GST_QUERY_TYPE(query) == GST_QUERY_LATENCY) {
-    if (!gst_pad_peer_query(self->sinkpad, query)) return FALSE;
-    gboolean live;
-    GstClockTime min, max;
-    gst_query_parse_latency(query, &live, &min, &max);
     GstClockTime ours = 0;
     if (self->stream) {
       // Frame t is stamped t*hop but needs samples up to t*hop + n_fft - pad.
       const auto& ex = self->stream->extractor();
       ours = gst_util_uint64_scale_int(ex.n_fft() - ex.pad(), GST_SECOND, ex.format().rate);
     }
-    gst_query_set_latency(query, live, min + ours, GST_CLOCK_TIME_IS_VALID(max) ? max + ours : max);
-    return TRUE;
+    return chatterbox::answer_latency_query(self->sinkpad, query, ours);
   }
   return gst_pad_query_default(pad, parent, query);
 }

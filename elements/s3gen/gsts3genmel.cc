@@ -204,32 +204,17 @@ static gboolean gst_s3gen_mel_sink_event(GstPad* pad, GstObject* parent, GstEven
 static gboolean gst_s3gen_mel_src_query(GstPad* pad, GstObject* parent, GstQuery* query) {
   GstS3GenMel* self = GST_S3GEN_MEL(parent);
   if (GST_QUERY_TYPE(query) == GST_QUERY_CAPS) {
-    GstCaps* filter;
-    gst_query_parse_caps(query, &filter);
-    GstCaps* caps = chatterbox::mel_format_to_caps(chatterbox::MelFormat::s3gen());
-    if (filter) {
-      GstCaps* both = gst_caps_intersect_full(filter, caps, GST_CAPS_INTERSECT_FIRST);
-      gst_caps_unref(caps);
-      caps = both;
-    }
-    gst_query_set_caps_result(query, caps);
-    gst_caps_unref(caps);
+    chatterbox::answer_caps_query(query, chatterbox::mel_format_to_caps(chatterbox::MelFormat::s3gen()));
     return TRUE;
   }
   if (GST_QUERY_TYPE(query) == GST_QUERY_LATENCY) {
-    if (!gst_pad_peer_query(self->sinkpad, query)) return FALSE;
-    gboolean live;
-    GstClockTime min, max;
-    gst_query_parse_latency(query, &live, &min, &max);
     // Streaming: a chunk waits for chunk-tokens tokens (40 ms each). Whole
     // utterances: unbounded (the utterance length), reported as no maximum.
     GST_OBJECT_LOCK(self);
     const guint chunk = self->chunk_tokens;
     GST_OBJECT_UNLOCK(self);
     const GstClockTime ours = chunk > 0 ? gst_util_uint64_scale_int(chunk, GST_SECOND, 25) : 0;
-    gst_query_set_latency(query, live, min + ours, chunk > 0 && GST_CLOCK_TIME_IS_VALID(max) ? max + ours
-                                                                                             : GST_CLOCK_TIME_NONE);
-    return TRUE;
+    return chatterbox::answer_latency_query(self->sinkpad, query, ours, /*bounded=*/chunk > 0);
   }
   return gst_pad_query_default(pad, parent, query);
 }

@@ -208,27 +208,20 @@ static gboolean gst_mel_vocoder_sink_query(GstPad* pad, GstObject* parent, GstQu
   GstMelVocoderPrivate* p = P(self);
   switch (GST_QUERY_TYPE(query)) {
     case GST_QUERY_CAPS: {
-      GstCaps* filter;
-      gst_query_parse_caps(query, &filter);
       GstCaps* caps = p->vocoder ? chatterbox::mel_format_to_caps(p->vocoder->mel_format())
                                  : gst_pad_get_pad_template_caps(pad);
-      if (filter) {
-        GstCaps* both = gst_caps_intersect_full(filter, caps, GST_CAPS_INTERSECT_FIRST);
-        if (p->vocoder && gst_caps_is_empty(both)) {
-          // Upstream will fail with not-negotiated; say why in words.
-          std::string why = chatterbox::explain_mel_caps_mismatch(p->vocoder->mel_format(), filter);
-          GST_ELEMENT_WARNING(self, CORE, NEGOTIATION,
-                              ("The %s model cannot vocode the mel features upstream offers: %s", p->vocoder->name(),
-                               why.c_str()),
-                              ("Use a model trained for that layout (for S3Gen mels: a Vocos trained by vocos-train, "
-                               "or hiftdec). Model layout: %s",
-                               p->vocoder->mel_format().to_string().c_str()));
-        }
-        gst_caps_unref(caps);
-        caps = both;
+      if (chatterbox::answer_caps_query(query, caps) && p->vocoder) {
+        // Upstream will fail with not-negotiated; say why in words.
+        GstCaps* filter;
+        gst_query_parse_caps(query, &filter);
+        std::string why = chatterbox::explain_mel_caps_mismatch(p->vocoder->mel_format(), filter);
+        GST_ELEMENT_WARNING(self, CORE, NEGOTIATION,
+                            ("The %s model cannot vocode the mel features upstream offers: %s", p->vocoder->name(),
+                             why.c_str()),
+                            ("Use a model trained for that layout (for S3Gen mels: a Vocos trained by vocos-train, "
+                             "or hiftdec). Model layout: %s",
+                             p->vocoder->mel_format().to_string().c_str()));
       }
-      gst_query_set_caps_result(query, caps);
-      gst_caps_unref(caps);
       return TRUE;
     }
     case GST_QUERY_ACCEPT_CAPS: {
@@ -254,34 +247,19 @@ static gboolean gst_mel_vocoder_src_query(GstPad* pad, GstObject* parent, GstQue
   GstMelVocoder* self = GST_MEL_VOCODER(parent);
   GstMelVocoderPrivate* p = P(self);
   switch (GST_QUERY_TYPE(query)) {
-    case GST_QUERY_CAPS: {
-      GstCaps* filter;
-      gst_query_parse_caps(query, &filter);
-      GstCaps* caps = p->vocoder ? chatterbox::audio_caps(p->vocoder->sample_rate()) : gst_pad_get_pad_template_caps(pad);
-      if (filter) {
-        GstCaps* both = gst_caps_intersect_full(filter, caps, GST_CAPS_INTERSECT_FIRST);
-        gst_caps_unref(caps);
-        caps = both;
-      }
-      gst_query_set_caps_result(query, caps);
-      gst_caps_unref(caps);
+    case GST_QUERY_CAPS:
+      chatterbox::answer_caps_query(
+          query, p->vocoder ? chatterbox::audio_caps(p->vocoder->sample_rate()) : gst_pad_get_pad_template_caps(pad));
       return TRUE;
-    }
     case GST_QUERY_LATENCY: {
-      if (!gst_pad_peer_query(p->sinkpad, query)) return FALSE;
-      gboolean live;
-      GstClockTime min, max;
-      gst_query_parse_latency(query, &live, &min, &max);
       GstClockTime ours = 0;
       if (p->vocoder) {
         // A sample is final only once `lookahead` further frames have arrived.
         const chatterbox::MelFormat& f = p->vocoder->mel_format();
         ours = gst_util_uint64_scale_int(p->vocoder->lookahead_frames() * f.hop_length, GST_SECOND, f.rate);
       }
-      GST_DEBUG_OBJECT(self, "latency: upstream %" GST_TIME_FORMAT " + ours %" GST_TIME_FORMAT, GST_TIME_ARGS(min),
-                       GST_TIME_ARGS(ours));
-      gst_query_set_latency(query, live, min + ours, GST_CLOCK_TIME_IS_VALID(max) ? max + ours : max);
-      return TRUE;
+      GST_DEBUG_OBJECT(self, "latency: upstream + %" GST_TIME_FORMAT, GST_TIME_ARGS(ours));
+      return chatterbox::answer_latency_query(p->sinkpad, query, ours);
     }
     default:
       return gst_pad_query_default(pad, parent, query);
