@@ -3,6 +3,7 @@
 
 #include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
+#include "tests/test_util.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -10,17 +11,13 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+using chatterbox::test::contains;
+using chatterbox::test::slurp;
 
 using namespace chatterbox;
 using chatterbox::test::fixture;
 
 namespace {
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 // A safetensors image from a header string and a body.
 std::string image(const std::string& header, const std::string& body) {
   std::string out(8, '\0');
@@ -39,7 +36,6 @@ std::string error_of(const std::string& img) {
   }
   return "";
 }
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(reads_fixture_with_metadata) {

@@ -8,6 +8,7 @@
 #include "gst-plugins/core/checkpoint.h"
 #include "gst-plugins/core/zip_reader.h"
 #include "tests/fixtures.h"
+#include "tests/test_util.h"
 
 #include <ATen/ATen.h>
 
@@ -16,19 +17,14 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+using chatterbox::test::contains;
+using chatterbox::test::slurp;
 
 using namespace chatterbox;
 using chatterbox::test::fixture;
 
 namespace {
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 void put_le(std::string& b, uint64_t v, int n) {
   for (int i = 0; i < n; ++i) b += static_cast<char>((v >> (8 * i)) & 0xff);

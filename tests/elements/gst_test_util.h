@@ -6,6 +6,7 @@
 
 #include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
+#include "tests/test_util.h"
 
 #include <ATen/ATen.h>
 #include <gst/app/gstappsink.h>
@@ -40,7 +41,6 @@ struct GstGlobal {
   }
 };
 
-inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // --- fixture tensors ------------------------------------------------------------
 inline at::Tensor fixture_tensor(const std::string& file, const std::string& name) {

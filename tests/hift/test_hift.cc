@@ -4,6 +4,7 @@
 #include "elements/vocoder/hift/hift.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
+#include "tests/test_util.h"
 #include "tests/tensor_compare.h"
 
 #include <ATen/ATen.h>
@@ -14,6 +15,7 @@
 #include <iostream>
 #include <random>
 #include <sstream>
+using chatterbox::test::contains;
 
 using namespace chatterbox;
 using namespace chatterbox::hift;
@@ -37,7 +39,6 @@ void report(const std::string& what, double err, double tol) {
   BOOST_TEST(err <= tol, what << ": " << err << " > " << tol);
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // Streams mel [1, 80, T] through `voc` in the given chunk sizes (cycled).
 at::Tensor stream(HiftVocoder& voc, const at::Tensor& mel, const std::vector<int64_t>& sizes) {

@@ -29,6 +29,9 @@
 #include <memory>
 #include <sstream>
 #include <unistd.h>
+#include "tests/test_util.h"
+
+using chatterbox::test::contains;
 
 using namespace chatterbox;
 namespace fs = std::filesystem;
@@ -54,7 +57,6 @@ std::string slurp(const fs::path& p) {
   ss << f.rdbuf();
   return ss.str();
 }
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // The what() of the ModelError `fn` throws; fails the test when it throws
 // nothing or another type.

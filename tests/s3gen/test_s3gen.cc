@@ -3,6 +3,7 @@
 
 #include "elements/s3gen/flow/s3gen_flow.h"
 #include "tests/fixtures.h"
+#include "tests/test_util.h"
 #include "tests/tensor_compare.h"
 
 #include <ATen/ATen.h>
@@ -13,6 +14,8 @@
 #include <sstream>
 #include <iostream>
 #include <map>
+using chatterbox::test::contains;
+using chatterbox::test::error_of;
 
 using namespace chatterbox;
 using chatterbox::test::fixture;
@@ -42,15 +45,6 @@ double report(const std::string& what, const at::Tensor& got, const at::Tensor& 
   return d;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ModelError& e) {
-    return e.what();
-  }
-  return "";
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 std::string tmp_path(const std::string& name) { return "/tmp/s3gen_test_" + std::to_string(::getpid()) + "_" + name; }
 

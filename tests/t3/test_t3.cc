@@ -5,6 +5,7 @@
 #include "elements/t3/model/t3.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
+#include "tests/test_util.h"
 #include "tests/tensor_compare.h"
 
 #include <ATen/ATen.h>
@@ -12,6 +13,8 @@
 #include <cstdio>
 #include <functional>
 #include <unistd.h>
+using chatterbox::test::contains;
+using chatterbox::test::error_of;
 
 using namespace chatterbox;
 using namespace chatterbox::t3;
@@ -33,15 +36,6 @@ struct Fx {
 Fx& fx() {
   static Fx f;
   return f;
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ModelError& e) {
-    return e.what();
-  }
-  return "";
 }
 #define CHECK_CLOSE(got, ref, tol)                                                   \
   do {                                                                               \

@@ -6,6 +6,7 @@
 
 #include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
+#include "tests/test_util.h"
 
 #include <ATen/ATen.h>
 #include <gst/check/gstharness.h>
@@ -17,6 +18,7 @@
 #include <string>
 #include <thread>
 #include <vector>
+using chatterbox::test::contains;
 
 using chatterbox::Checkpoint;
 using chatterbox::test::fixture;
@@ -195,7 +197,6 @@ Run run_texts(const std::vector<std::string>& texts, const Props& props = {}) {
   return r;
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // Every buffer is stamped at token time and they tile the stream.
 void check_timestamps(const Run& r) {

@@ -4,38 +4,27 @@
 #include "elements/t3/model/text_frontend.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
+#include "tests/test_util.h"
 
 #include <nlohmann/json.hpp>
 
 #include <fstream>
 #include <sstream>
+using chatterbox::test::contains;
+using chatterbox::test::slurp;
+using chatterbox::test::error_of;
 
 using namespace chatterbox;
 using namespace chatterbox::t3;
 using chatterbox::test::fixture;
 
 namespace {
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
   std::string cur;
   std::istringstream is(s);
   while (std::getline(is, cur, sep)) out.push_back(cur);
   return out;
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ModelError& e) {
-    return e.what();
-  }
-  return "";
 }
 EnTokenizer tiny() { return EnTokenizer::from_file(fixture("t3/tokenizer_tiny.json")); }
 }  // namespace

@@ -4,6 +4,7 @@
 #include "elements/vocoder/vocos/vocos.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
+#include "tests/test_util.h"
 #include "tests/tensor_compare.h"
 
 #include <ATen/ATen.h>
@@ -17,6 +18,7 @@
 #include <random>
 #include <sstream>
 #include <unistd.h>
+using chatterbox::test::contains;
 
 using namespace chatterbox;
 using chatterbox::test::fixture;
@@ -29,7 +31,6 @@ namespace {
 const char* kSame = "vocos/tiny_s3gen_same.safetensors";
 const char* kCenter = "vocos/tiny_center.safetensors";
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // A scratch directory removed at exit of the test case.
 struct TempDir {
