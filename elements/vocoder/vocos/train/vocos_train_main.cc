@@ -55,7 +55,16 @@ Optimisation
   --mel-weight X          weight of the L1 log-mel loss (45)
   --stft-weight X         weight of the multi-resolution STFT loss (1)
   --stft-resolutions L    n_fft:hop pairs, comma separated (512:128,1024:256,2048:512)
-  --gan                   adversarial losses (not implemented: refused)
+GAN (the Vocos recipe's adversarial part; off by default: far slower on CPU, see models/README.md)
+  --gan                   add multi-period + multi-resolution discriminators (hinge losses, feature
+                          matching); they get their own AdamW with the same schedule
+  --pretrain-mel-steps N  train without the discriminators for the first N steps (0)
+  --mrd-weight X          weight of the multi-resolution discriminator's terms (0.1, configs/vocos.yaml)
+  --fm-weight X           weight of feature matching (1)
+  --mpd-channels L        the MPD's five conv widths (32,128,512,1024,1024)
+  --mrd-channels N        the MRD's conv width (32)
+  --mrd-fft-sizes L       the MRD's window lengths (2048,1024,512)
+  --mpd-periods L         the MPD's periods (2,3,5,7,11)
   --seed N                seed of the initial weights and of every batch (1); same seed -> same run
   --threads N             intra-op threads (default: LibTorch's)
 Output
@@ -75,6 +84,19 @@ Evaluation (no training)
 The model file holds the reference state-dict names and metadata "config" (VocosConfig JSON with
 "mel"), so `vocosdec model=PATH` reports the layout it was trained on.
 )";
+
+std::vector<int64_t> parse_ints(const std::string& key, const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    out.push_back(std::stoll(item, &used));
+    if (used != item.size()) throw std::invalid_argument("--" + key + ": expected integers, got '" + item + "'");
+  }
+  if (out.empty()) throw std::invalid_argument("--" + key + ": no value given");
+  return out;
+}
 
 std::vector<std::pair<int, int>> parse_resolutions(const std::string& s) {
   std::vector<std::pair<int, int>> out;
@@ -132,11 +154,6 @@ int main(int argc, char** argv) {
     }
     kv[a.substr(2)] = argv[++i];
   }
-  if (gan) {
-    std::cerr << "vocos-train: --gan is not implemented (multi-period/multi-resolution discriminators and feature "
-                 "matching are future work); train without it\n";
-    return 2;
-  }
   TrainOptions o;
   int dim = 128, inter = 512, layers = 6;
   std::string layout = "s3gen";
@@ -161,6 +178,14 @@ int main(int argc, char** argv) {
     take("mel-weight", o.mel_weight); take("stft-weight", o.stft_weight); take("seed", o.seed);
     take("threads", o.threads); take("out", o.out_dir); take("output", o.output);
     take("checkpoint-every", o.checkpoint_every); take("resume", o.resume); take("log-every", o.log_every);
+    take("pretrain-mel-steps", o.pretrain_mel_steps); take("mrd-weight", o.mrd_weight);
+    take("fm-weight", o.fm_weight); take("mrd-channels", o.disc.mrd_channels);
+    for (auto [key, dst] : {std::pair{"mpd-channels", &o.disc.mpd_channels}, std::pair{"mrd-fft-sizes", &o.disc.fft_sizes},
+                            std::pair{"mpd-periods", &o.disc.periods}})
+      if (auto it = kv.find(key); it != kv.end()) {
+        *dst = parse_ints(key, it->second);
+        kv.erase(it);
+      }
     if (auto it = kv.find("stft-resolutions"); it != kv.end()) {
       o.stft_resolutions = parse_resolutions(it->second);
       kv.erase(it);
@@ -199,6 +224,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     o.quiet = quiet;
+    o.gan = gan;
     train(o);
   } catch (const std::exception& e) {
     std::cerr << "vocos-train: " << e.what() << "\n";

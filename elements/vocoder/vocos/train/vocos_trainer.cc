@@ -3,6 +3,8 @@
 // under no-grad, so training has its own forward), differentiable log-mel and
 // multi-resolution STFT losses, AdamW, data sampling, checkpoints.
 #include "elements/vocoder/vocos/train/vocos_trainer.h"
+#include "elements/vocoder/vocos/train/adamw.h"
+#include "elements/vocoder/vocos/train/discriminators.h"
 #include "elements/vocoder/vocos/vocos_modules.h"
 
 #include "elements/mel/features/mel_extractor.h"
@@ -307,7 +309,9 @@ nlohmann::json options_json(const TrainOptions& o) {
           {"min_lr_ratio", o.min_lr_ratio}, {"beta1", o.beta1}, {"beta2", o.beta2},
           {"adam_eps", o.adam_eps},  {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip},
           {"mel_weight", o.mel_weight}, {"stft_weight", o.stft_weight}, {"stft_resolutions", res},
-          {"seed", o.seed},          {"teacher", o.teacher},   {"data", o.data}};
+          {"seed", o.seed},          {"teacher", o.teacher},   {"data", o.data},
+          {"gan", o.gan},            {"pretrain_mel_steps", o.pretrain_mel_steps},
+          {"mrd_weight", o.mrd_weight}, {"fm_weight", o.fm_weight}};
 }
 
 // Runs the model over whole utterances (no grad) and compares features.
@@ -341,10 +345,6 @@ double copy_synthesis_mel_l1(VocosVocoder& voc, const std::vector<std::string>& 
 
 TrainResult train(const TrainOptions& opts_in, const std::function<void(const StepLog&)>& on_step) {
   TrainOptions o = opts_in;
-  if (o.gan)
-    throw std::invalid_argument(
-        "--gan: adversarial training (multi-period + multi-resolution discriminators, feature matching) is not "
-        "implemented in vocos-train yet; train without --gan (mel + multi-resolution STFT losses)");
   if (o.threads > 0) at::set_num_threads(o.threads);
   torch::manual_seed(o.seed);
 
@@ -352,6 +352,8 @@ TrainResult train(const TrainOptions& opts_in, const std::function<void(const St
   Checkpoint resume_ck;
   const bool resuming = !o.resume.empty();
   int64_t start_step = 0;
+  int64_t disc_steps = 0;        // discriminator updates so far (its AdamW bias correction)
+  bool resume_has_disc = false;  // the checkpoint holds discriminators (a GAN run)
   if (!o.resume.empty()) {
     std::string p = o.resume;
     if (fs::is_directory(p)) p = (fs::path(p) / "checkpoint.safetensors").string();
@@ -365,6 +367,14 @@ TrainResult train(const TrainOptions& opts_in, const std::function<void(const St
       std::cerr << "vocos-train: resuming with the checkpoint's seed " << seed << " (not " << o.seed << ")\n";
     o.seed = seed;
     o.config = resolve_vocos_config(resume_ck);
+    if (st.contains("discriminators")) {
+      resume_has_disc = true;
+      o.disc = DiscriminatorConfig::from_json(st.at("discriminators"));
+      disc_steps = st.at("disc_steps").get<int64_t>();
+    }
+    if (resume_has_disc != o.gan && !o.quiet)
+      std::cerr << "vocos-train: the checkpoint was " << (resume_has_disc ? "" : "not ")
+                << "a GAN run; continuing " << (o.gan ? "with fresh discriminators" : "without them") << "\n";
   } else if (!o.init_model.empty()) {
     o.config = VocosVocoder::load(o.init_model)->config();
   }
@@ -376,6 +386,8 @@ TrainResult train(const TrainOptions& opts_in, const std::function<void(const St
     throw std::invalid_argument("--teacher: only 'hift' is supported (got '" + o.teacher + "')");
   if (o.teacher == "hift" && o.teacher_model.empty())
     throw std::invalid_argument("--teacher hift needs --teacher-model PATH (s3gen.safetensors or a HiFT state dict)");
+  if (o.pretrain_mel_steps < 0 || o.mrd_weight < 0 || o.fm_weight < 0)
+    throw std::invalid_argument("pretrain-mel-steps, mrd-weight and fm-weight must not be negative");
   const int64_t stop = o.stop_at >= 0 ? std::min(o.stop_at, o.steps) : o.steps;
 
   Net net(cfg);
@@ -448,19 +460,23 @@ TrainResult train(const TrainOptions& opts_in, const std::function<void(const St
       eval_mels.push_back(ex.compute(load_audio(files[i], cfg.sample_rate)));
   }
 
-  // Optimizer (AdamW, torch.optim.AdamW's update): moments per parameter.
-  std::vector<std::string> names;
-  std::vector<at::Tensor> params, m1, m2;
-  for (auto& kv : net->named_parameters()) {
-    names.push_back(kv.key());
-    params.push_back(kv.value());
-    if (resuming) {
-      m1.push_back(resume_ck.get("optim.exp_avg." + kv.key(), kv.value().sizes().vec()).clone());
-      m2.push_back(resume_ck.get("optim.exp_avg_sq." + kv.key(), kv.value().sizes().vec()).clone());
+  // Optimizers (AdamW, torch.optim.AdamW's update): the generator's, and with
+  // --gan the discriminators' (same betas, decay and schedule, as the reference).
+  AdamW opt(*net, o.beta1, o.beta2, o.adam_eps, o.weight_decay, resuming ? &resume_ck : nullptr);
+  Discriminators disc{nullptr};
+  std::unique_ptr<AdamW> disc_opt;
+  if (o.gan) {
+    o.disc.validate(seg_samples);
+    disc = Discriminators(o.disc);
+    if (resume_has_disc) {
+      load_module(*disc, resume_ck);
     } else {
-      m1.push_back(at::zeros_like(kv.value()));
-      m2.push_back(at::zeros_like(kv.value()));
+      disc->init(splitmix64(o.seed ^ 0xD15C0D15C0ull));  // the generator's init is the same as without --gan
+      disc_steps = 0;
     }
+    disc->train();
+    disc_opt = std::make_unique<AdamW>(*disc, o.beta1, o.beta2, o.adam_eps, o.weight_decay,
+                                       resume_has_disc ? &resume_ck : nullptr);
   }
 
   fs::create_directories(o.out_dir);
@@ -476,11 +492,14 @@ TrainResult train(const TrainOptions& opts_in, const std::function<void(const St
     std::map<std::string, std::string> meta{{"config", config_json}, {"format", "vocos"},
                                            {"trained_steps", std::to_string(step_done)}};
     atomic_write_safetensors(model_path, t, meta);
-    for (size_t i = 0; i < params.size(); ++i) {
-      t["optim.exp_avg." + names[i]] = m1[i];
-      t["optim.exp_avg_sq." + names[i]] = m2[i];
-    }
+    opt.save_to(t);
     nlohmann::json st = {{"step", step_done}, {"seed", o.seed}, {"options", options_json(o)}};
+    if (disc) {  // training-only state: the checkpoint has it, the model file does not
+      for (const auto& kv : disc->named_parameters()) t[kv.key()] = kv.value().detach().clone();
+      disc_opt->save_to(t);
+      st["discriminators"] = o.disc.to_json();
+      st["disc_steps"] = disc_steps;
+    }
     meta["train_state"] = st.dump();
     atomic_write_safetensors(ckpt_path, t, meta);
     result.model_path = model_path;
@@ -495,12 +514,14 @@ TrainResult train(const TrainOptions& opts_in, const std::function<void(const St
   };
 
   if (!o.quiet) {
-    int64_t n_params = 0;
-    for (auto& p : params) n_params += p.numel();
-    std::cerr << "vocos-train: " << cfg.to_string() << "\n  " << n_params << " parameters, " << utts.size()
+    std::cerr << "vocos-train: " << cfg.to_string() << "\n  " << opt.numel() << " parameters, " << utts.size()
               << " utterances" << (skipped ? " (" + std::to_string(skipped) + " too short, skipped)" : "")
               << ", batch " << o.batch << " x " << o.segment_frames << " frames, steps " << start_step << " -> "
               << stop << " of " << o.steps << (teacher ? ", teacher hift" : "") << "\n";
+    if (disc)
+      std::cerr << "  GAN: discriminators " << o.disc.to_json().dump() << ", " << disc_opt->numel()
+                << " parameters, from step " << o.pretrain_mel_steps << ", mrd weight " << o.mrd_weight
+                << ", fm weight " << o.fm_weight << "\n";
   }
 
   const auto t0 = std::chrono::steady_clock::now();
@@ -523,6 +544,21 @@ TrainResult train(const TrainOptions& opts_in, const std::function<void(const St
     at::Tensor mel_b = at::stack(mels).contiguous();   // [B, M, T]
     at::Tensor aud_b = at::stack(auds).contiguous();   // [B, S]
     at::Tensor pred = net->forward(mel_b);
+    StepLog lg;
+    lg.step = step;
+    lg.lr = lr_at(o, step);
+    lg.gan = disc && step >= o.pretrain_mel_steps;
+    if (lg.gan) {
+      // The reference's order: the discriminators learn first, on what the
+      // generator makes now; the generator then learns against them.
+      DiscLoss dl = disc->discriminator_loss(aud_b, pred, o.mrd_weight);
+      disc_opt->zero_grad();
+      dl.total.backward();
+      disc_opt->step(lg.lr, ++disc_steps);
+      lg.d_loss = dl.total.item<double>();
+      lg.d_mpd = dl.mpd.item<double>();
+      lg.d_mrd = dl.mrd.item<double>();
+    }
     at::Tensor mel_t;
     {
       torch::NoGradGuard ng;
@@ -531,37 +567,27 @@ TrainResult train(const TrainOptions& opts_in, const std::function<void(const St
     at::Tensor mel_l = at::mean(at::abs(diff_mel(pred) - mel_t));
     auto [sc, mg] = stft_loss(pred, aud_b);
     at::Tensor loss = o.mel_weight * mel_l + o.stft_weight * (sc + mg);
-    for (auto& p : params)
-      if (p.grad().defined()) p.grad().zero_();
+    if (lg.gan) {
+      GenAdvLoss gl = disc->generator_loss(aud_b, pred);
+      loss = loss + gl.adv_mpd + o.mrd_weight * gl.adv_mrd + o.fm_weight * (gl.fm_mpd + o.mrd_weight * gl.fm_mrd);
+      lg.adv_mpd = gl.adv_mpd.item<double>();
+      lg.adv_mrd = gl.adv_mrd.item<double>();
+      lg.fm_mpd = gl.fm_mpd.item<double>();
+      lg.fm_mrd = gl.fm_mrd.item<double>();
+    }
+    opt.zero_grad();
     loss.backward();
 
-    StepLog lg;
-    lg.step = step;
     lg.loss = loss.item<double>();
     lg.mel = mel_l.item<double>();
     lg.sc = sc.item<double>();
     lg.mag = mg.item<double>();
-    lg.lr = lr_at(o, step);
-    if (!std::isfinite(lg.loss))
-      throw ModelError("vocos-train: the loss became " + std::to_string(lg.loss) + " at step " +
-                       std::to_string(step) + "; lower --lr or set --grad-clip");
-    {
-      torch::NoGradGuard ng;
-      double gn2 = 0;
-      for (auto& p : params) gn2 += p.grad().square().sum().item<double>();
-      lg.grad_norm = std::sqrt(gn2);
-      const double clip = (o.grad_clip > 0 && lg.grad_norm > o.grad_clip) ? o.grad_clip / lg.grad_norm : 1.0;
-      const double t = static_cast<double>(step + 1);
-      const double bc1 = 1 - std::pow(o.beta1, t), bc2 = 1 - std::pow(o.beta2, t);
-      for (size_t i = 0; i < params.size(); ++i) {
-        at::Tensor g = clip != 1.0 ? params[i].grad() * clip : params[i].grad();
-        params[i].mul_(1 - lg.lr * o.weight_decay);
-        m1[i].mul_(o.beta1).add_(g, 1 - o.beta1);
-        m2[i].mul_(o.beta2).addcmul_(g, g, 1 - o.beta2);
-        at::Tensor denom = (m2[i] / bc2).sqrt_().add_(o.adam_eps);
-        params[i].addcdiv_(m1[i], denom, -lg.lr / bc1);
-      }
-    }
+    if (!std::isfinite(lg.loss) || !std::isfinite(lg.d_loss))
+      throw ModelError("vocos-train: the " + std::string(std::isfinite(lg.loss) ? "discriminator" : "generator") +
+                       " loss became " + std::to_string(std::isfinite(lg.loss) ? lg.d_loss : lg.loss) +
+                       " at step " + std::to_string(step) + "; lower --lr or set --grad-clip");
+    lg.grad_norm = opt.grad_norm();
+    opt.step(lg.lr, step + 1, (o.grad_clip > 0 && lg.grad_norm > o.grad_clip) ? o.grad_clip / lg.grad_norm : 1.0);
     result.log.push_back(lg);
     if (on_step) on_step(lg);
     last_step = step + 1;
@@ -576,7 +602,11 @@ TrainResult train(const TrainOptions& opts_in, const std::function<void(const St
                     "step %lld/%lld loss %.4f mel %.4f sc %.4f mag %.4f gnorm %.3g lr %.3g | %.2f steps/s ETA %s",
                     (long long)(step + 1), (long long)o.steps, lg.loss, lg.mel, lg.sc, lg.mag, lg.grad_norm, lg.lr,
                     rate, fmt_duration(rate > 0 ? (stop - step - 1) / rate : -1).c_str());
-      std::cerr << buf << std::endl;
+      std::cerr << buf;
+      if (lg.gan)
+        std::fprintf(stderr, " | D %.4f (mpd %.4f mrd %.4f) G adv %.4f/%.4f fm %.4f/%.4f", lg.d_loss, lg.d_mpd,
+                     lg.d_mrd, lg.adv_mpd, lg.adv_mrd, lg.fm_mpd, lg.fm_mrd);
+      std::cerr << std::endl;
       last = now;
     }
     if (ckpt_now && step + 1 < stop) {

@@ -2,21 +2,29 @@
 // the library behind the `vocos-train` tool. Plain C++ header (the module
 // tree and the autograd code live in vocos_trainer.cc).
 //
-// Recipe (gemelo-ai/vocos, without the GAN part): random segments of
+// Recipe (gemelo-ai/vocos): random segments of
 // `segment_frames` mel frames, input = the model's log-mel (MelExtractor on the
 // whole utterance, then sliced, so a segment sees the same features as
 // inference), target = the matching audio (or a teacher vocoder's output for
 // the same mel); loss = mel_weight * L1(log-mel(generated), log-mel(target))
 // with the model's own mel recipe + stft_weight * multi-resolution STFT loss
 // (spectral convergence + L1 log magnitude, averaged over resolutions);
-// AdamW with linear warm-up then cosine (or exponential) decay.
+// AdamW with linear warm-up then cosine (or exponential) decay. With `gan`,
+// the recipe's adversarial part too (discriminators.h): each step first
+// updates the discriminators (their own AdamW, same schedule) on the
+// generator's current output, then the generator with
+// + adv_mpd + mrd_weight * adv_mrd + fm_weight * (fm_mpd + mrd_weight * fm_mrd)
+// against the updated discriminators; the first `pretrain_mel_steps` steps
+// train the generator without them.
 //
 // Determinism: the segments of step s come from a generator seeded by
 // (seed, s) alone, so a run resumed from a checkpoint draws exactly what an
 // uninterrupted run draws; the checkpoint holds the weights, the AdamW
-// moments and the step.
+// moments and the step (and with `gan` the discriminators, their moments and
+// update count). The model file holds the generator only.
 #pragma once
 
+#include "elements/vocoder/vocos/train/discriminators.h"
 #include "elements/vocoder/vocos/vocos.h"
 
 #include <ATen/core/Tensor.h>
@@ -61,13 +69,22 @@ struct TrainOptions {
   std::string teacher_model;  // HiFT checkpoint (s3gen.safetensors, or a HiFTGenerator state dict)
   std::string eval_list;      // wav list/folder for copy-synthesis log-mel L1 at each checkpoint
   int64_t eval_files = 16;
-  bool gan = false;           // not implemented: train() refuses it
+  // GAN (the Vocos recipe's discriminators; off by default: on 2 CPU cores a
+  // step costs tens of times a mel-only step, see models/README.md).
+  bool gan = false;
+  int64_t pretrain_mel_steps = 0;  // steps before the discriminators join (reference: pretrain_mel_steps)
+  double mrd_weight = 0.1;         // reference mrd_loss_coeff (configs/vocos.yaml)
+  double fm_weight = 1.0;          // feature matching (the reference adds it with weight 1)
+  DiscriminatorConfig disc;        // ignored when resuming a GAN checkpoint (its shapes are used)
   bool quiet = false;         // no progress lines on stderr
 };
 
 struct StepLog {
   int64_t step = 0;  // 0-based index of the optimizer step this loss was computed at
-  double loss = 0, mel = 0, sc = 0, mag = 0, lr = 0, grad_norm = 0;
+  double loss = 0, mel = 0, sc = 0, mag = 0, lr = 0, grad_norm = 0;  // loss: the generator's total
+  bool gan = false;  // the discriminators took part in this step
+  double d_loss = 0, d_mpd = 0, d_mrd = 0;  // discriminator hinge loss (before its update)
+  double adv_mpd = 0, adv_mrd = 0, fm_mpd = 0, fm_mrd = 0;  // generator terms (unweighted)
 };
 
 struct TrainResult {
