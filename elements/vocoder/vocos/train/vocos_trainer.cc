@@ -599,7 +599,7 @@ TrainResult train(const TrainOptions& opts_in, const std::function<void(const St
       const double rate = dt > 0 ? (step + 1 - std::max(start_step, step + 1 - o.log_every)) / dt : 0;
       char buf[256];
       std::snprintf(buf, sizeof buf,
-                    "step %lld/%lld loss %.4f mel %.4f sc %.4f mag %.4f gnorm %.3g lr %.3g | %.2f steps/s ETA %s",
+                    "step %lld/%lld loss %.4f mel %.4f sc %.4f mag %.4f gnorm %.3g lr %.3g | %.3g steps/s ETA %s",
                     (long long)(step + 1), (long long)o.steps, lg.loss, lg.mel, lg.sc, lg.mag, lg.grad_norm, lg.lr,
                     rate, fmt_duration(rate > 0 ? (stop - step - 1) / rate : -1).c_str());
       std::cerr << buf;
