@@ -247,6 +247,97 @@ BOOST_AUTO_TEST_CASE(random_mode_streams_consistently) {
   BOOST_TEST(max_abs_diff(again, whole) > 1e-4);
 }
 
+// The incremental layers carry state across feed() calls; these cases would
+// show any state bug (a lost or doubled column, a stale buffer after reset or
+// drain, a provisional flush leaking into the committed state).
+BOOST_AUTO_TEST_CASE(streaming_state_survives_any_split) {
+  const Tiny& f = tiny();
+  at::Tensor mel = f.t("input_mel");
+  HiftVocoderOptions o;
+  o.draws = SourceDraws::random(11);  // seeded noise and phases, trim fade on
+  HiftVocoder whole_v(f.model, o), voc(f.model, o);
+  // Utterance n uses seed + n in both, so each split is compared with the
+  // whole run of the same utterance index.
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 6; ++trial) {
+    at::Tensor whole = whole_v.forward(mel)[0];
+    std::vector<int64_t> sizes;
+    for (int i = 0; i < 40; ++i) sizes.push_back(std::uniform_int_distribution<int>(0, 2 + 9 * (trial % 3))(rng));
+    sizes[0] = 1;
+    at::Tensor s = stream(voc, mel, sizes);
+    BOOST_TEST(s.numel() == whole.numel());
+    report("seeded, random split " + std::to_string(trial) + " vs whole", max_abs_diff(s, whole), 2e-5);
+  }
+  // Two vocoders on one model, fed interleaved, do not see each other's state.
+  HiftVocoder a(f.model), b(f.model), ref(f.model);
+  at::Tensor other = (mel.flip(2) * 0.5).contiguous();
+  at::Tensor fa = mel[0].t().contiguous(), fb = other[0].t().contiguous();
+  std::vector<at::Tensor> oa, ob;
+  for (int64_t p = 0; p < fa.size(0); p += 4) {
+    oa.push_back(a.feed(fa.narrow(0, p, std::min<int64_t>(4, fa.size(0) - p))));
+    ob.push_back(b.feed(fb.narrow(0, p, std::min<int64_t>(4, fb.size(0) - p))));
+  }
+  oa.push_back(a.drain());
+  ob.push_back(b.drain());
+  report("interleaved vocoder A vs whole", max_abs_diff(at::cat(oa), ref.forward(mel)[0]), 2e-5);
+  report("interleaved vocoder B vs whole", max_abs_diff(at::cat(ob), ref.forward(other)[0]), 2e-5);
+}
+
+BOOST_AUTO_TEST_CASE(discont_mid_stream_starts_a_clean_utterance) {
+  // What the element does on DISCONT: drain() the current utterance (it ends
+  // where it is), then feed the next one. Both must equal their whole runs.
+  const Tiny& f = tiny();
+  at::Tensor mel = f.t("input_mel");
+  HiftVocoderOptions o;
+  o.draws = SourceDraws::random(5);
+  HiftVocoder whole_v(f.model, o), voc(f.model, o);
+  at::Tensor first = mel.narrow(2, 0, 37).contiguous(), second = mel.narrow(2, 50, 116).contiguous();
+  at::Tensor w1 = whole_v.forward(first)[0], w2 = whole_v.forward(second)[0];
+  at::Tensor s1 = stream(voc, first, {3, 1, 8});
+  at::Tensor s2 = stream(voc, second, {1, 6, 2});
+  BOOST_TEST(s1.numel() == 480 * 37);
+  BOOST_TEST(s2.numel() == 480 * 116);
+  report("DISCONT: first (cut) utterance vs whole", max_abs_diff(s1, w1), 2e-5);
+  report("DISCONT: next utterance vs whole", max_abs_diff(s2, w2), 2e-5);
+  // reset() (flush) mid-utterance forgets everything but the utterance count
+  // (the flushed utterance's draws are not reused).
+  voc.feed(second[0].t().narrow(0, 0, 30).contiguous());
+  voc.reset();
+  at::Tensor s3 = stream(voc, first, {5});
+  report("after flush mid-utterance vs whole", max_abs_diff(s3, whole_v.forward(first)[0]), 2e-5);
+}
+
+BOOST_AUTO_TEST_CASE(reduced_lookahead_leaves_the_committed_state_exact) {
+  // Below the default lookahead, feed() finishes a copy of the layers to emit
+  // early samples. Switching back to the default lookahead mid-utterance, the
+  // samples emitted from then on are final ones: exact iff the copy never
+  // touched the committed state.
+  const Tiny& f = tiny();
+  at::Tensor mel = f.t("input_mel");
+  at::Tensor whole = HiftVocoder(f.model).forward(mel)[0];
+  at::Tensor frames = mel[0].t().contiguous();
+  for (int64_t la : {0, 1, 5}) {
+    HiftVocoderOptions o;
+    o.lookahead_frames = la;
+    HiftVocoder voc(f.model, o);
+    std::vector<at::Tensor> out;
+    for (int64_t p = 0; p < 60; ++p) out.push_back(voc.feed(frames.narrow(0, p, 1)));
+    const int64_t early = voc.samples_out();
+    BOOST_TEST(early == 480 * (60 - la));
+    voc.set_lookahead_frames(-1);
+    for (int64_t p = 60; p < frames.size(0); p += 7)
+      out.push_back(voc.feed(frames.narrow(0, p, std::min<int64_t>(7, frames.size(0) - p))));
+    out.push_back(voc.drain());
+    at::Tensor s = at::cat(out);
+    BOOST_TEST(s.numel() == whole.numel());
+    const double before = max_abs_diff(s.narrow(0, 0, early), whole.narrow(0, 0, early));
+    std::cout << "  lookahead " << la << ": early samples max abs " << before << "\n";
+    BOOST_TEST(before > 1e-4, "lookahead " << la << " should emit provisional samples");
+    report("lookahead " + std::to_string(la) + " then default: later samples vs whole",
+           max_abs_diff(s.narrow(0, early, s.numel() - early), whole.narrow(0, early, whole.numel() - early)), 2e-5);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(load_errors_name_the_problem) {
   auto store = std::make_shared<TensorStore>(tiny().ck.store());
   store->path = "broken.safetensors";

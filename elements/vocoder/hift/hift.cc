@@ -4,7 +4,8 @@
 // f0_predictor.py (ConvRNNF0Predictor), s3gen.py (S3Token2Wav: config, fade).
 #include "elements/vocoder/hift/hift.h"
 
-#include "elements/vocoder/hift/hift_kernels.h"
+#include "elements/vocoder/hift/hift_stream.h"
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/module_loader.h"
 
 #include <ATen/ATen.h>
@@ -265,118 +266,146 @@ SourceDraws SourceDraws::injected(const at::Tensor& phases, const at::Tensor& no
 
 // ---- HiftModel::Impl --------------------------------------------------------------
 
-struct ResW {
-  int k;
-  std::vector<int> dil;
-  std::vector<at::Tensor> w1, b1, w2, b2;  // conv weights [C, C, k], biases [C]
-  std::vector<at::Tensor> t1, t2;          // the same as taps [k, C, C]
-  std::vector<at::Tensor> a1, inv1, a2, inv2;  // Snake alpha and 1 / (alpha + 1e-9)
-};
+namespace {
+
+using detail::Act;
+using detail::ActW;
+using detail::ConvW;
+
+std::shared_ptr<Leaf> leaf(torch::nn::ModuleList& l, size_t i) { return std::static_pointer_cast<Leaf>(l[i]); }
+
+// Conv1d weight [Cout, Cin, k] -> taps [k, Cout, Cin], bias [Cout, 1].
+ConvW conv_w(const Leaf& l, int dil, at::ScalarType dt = at::kFloat) {
+  ConvW c;
+  at::Tensor w = l.p("weight");
+  c.k = static_cast<int>(w.size(2));
+  c.dil = dil;
+  c.taps = w.permute({2, 0, 1}).to(dt).contiguous();
+  c.bias = l.p("bias").reshape({-1, 1}).to(dt).contiguous();
+  return c;
+}
+
+// Snake: x + (1.0 / (alpha + 1e-9)) * sin(x * alpha)^2, in float32.
+ActW snake_w(const Leaf& l) {
+  ActW a;
+  a.kind = Act::Snake;
+  a.alpha = l.p("alpha").contiguous();
+  a.inv = at::reciprocal(a.alpha + 1e-9);
+  return a;
+}
+
+detail::ResW res_w(ResBlockMod& m, const std::vector<int>& dil) {
+  detail::ResW r;
+  for (size_t i = 0; i < dil.size(); ++i) {
+    r.c1.push_back(conv_w(*leaf(m.convs1, i), dil[i]));
+    r.c2.push_back(conv_w(*leaf(m.convs2, i), 1));
+    r.s1.push_back(snake_w(*leaf(m.activations1, i)));
+    r.s2.push_back(snake_w(*leaf(m.activations2, i)));
+  }
+  return r;
+}
+
+// ConvTranspose1d weight [Cin, Cout, k] (stride u) -> per input lag j the
+// stacked phases r + u j < k: [rows_j, Cin] (see detail::ConvTW).
+detail::ConvTW convt_w(const Leaf& l, int u) {
+  detail::ConvTW c;
+  at::Tensor w = l.p("weight");
+  c.u = u;
+  c.k = static_cast<int>(w.size(2));
+  c.p = (c.k - u) / 2;
+  c.cout = w.size(1);
+  for (int j = 0; u * j < c.k; ++j) {
+    const int phases = std::min(u, c.k - u * j);
+    c.taps.push_back(w.narrow(2, u * j, phases).permute({2, 1, 0}).reshape({phases * c.cout, w.size(0)}).contiguous());
+  }
+  c.bias_rows = l.p("bias").repeat({u}).reshape({-1, 1}).contiguous();
+  return c;
+}
+
+ActW leaky(double slope) {
+  ActW a;
+  a.kind = Act::LeakyRelu;
+  a.slope = slope;
+  return a;
+}
+
+// Mel frames per decoder step in a whole-utterance run: small enough that a
+// step's activations stay in the core's cache, large enough for efficient GEMMs.
+constexpr int64_t kBlockFrames = 16;
+
+}  // namespace
 
 struct HiftModel::Impl {
   HiftConfig cfg;
   MelFormat mel = MelFormat::s3gen();
-  std::shared_ptr<HiftMod> mod;
   int64_t nparams = 0;
   int spf = 480;
   std::vector<int> down_rates;
-
-  // Decoder weights (float32, contiguous).
-  at::Tensor pre_w, pre_b, post_w, post_b;
-  std::vector<at::Tensor> up_w, up_b, sd_w, sd_b;
-  at::Tensor pre_t, post_t;      // taps [k, Cout, Cin]
-  std::vector<at::Tensor> up_t;  // ConvTranspose as [k * Cout, Cin]
-  std::vector<ResW> src_rb, rb;
-  // F0 predictor in float64 (chunking-invariant F0, see f0_window).
-  std::vector<at::Tensor> f0_w, f0_b;
-  at::Tensor cls_w, cls_b;
-  std::vector<float> lin_w;
+  detail::Weights w;
+  std::vector<float> lin_w;  // the source's harmonic merge
   float lin_b = 0.f;
-  // STFT basis [n_fft + 2, 1, n_fft] (window folded in), iSTFT synthesis
-  // matrix [n_fft, n_fft + 2] (irfft with window folded in), window^2.
-  at::Tensor stft_basis, istft_basis;
-  std::vector<double> win2;
   Field field{};
 
-  ResW resblock(ResBlockMod& m, int k, const std::vector<int>& dil) {
-    ResW r;
-    r.k = k;
-    r.dil = dil;
-    for (size_t i = 0; i < dil.size(); ++i) {
-      auto c1 = std::static_pointer_cast<Leaf>(m.convs1[i]);
-      auto c2 = std::static_pointer_cast<Leaf>(m.convs2[i]);
-      r.w1.push_back(c1->p("weight").contiguous());
-      r.b1.push_back(c1->p("bias").contiguous());
-      r.w2.push_back(c2->p("weight").contiguous());
-      r.b2.push_back(c2->p("bias").contiguous());
-      r.t1.push_back(to_taps(r.w1.back()));
-      r.t2.push_back(to_taps(r.w2.back()));
-      // Snake: x + (1.0 / (alpha + 1e-9)) * sin(x * alpha)^2, in float32.
-      at::Tensor a1 = std::static_pointer_cast<Leaf>(m.activations1[i])->p("alpha").contiguous();
-      at::Tensor a2 = std::static_pointer_cast<Leaf>(m.activations2[i])->p("alpha").contiguous();
-      r.a1.push_back(a1);
-      r.a2.push_back(a2);
-      r.inv1.push_back(at::reciprocal(a1 + 1e-9));
-      r.inv2.push_back(at::reciprocal(a2 + 1e-9));
-    }
-    return r;
-  }
-
-  void prepare() {
+  // From the loaded module tree (which is not kept: the prepared copies are
+  // all that inference reads).
+  void prepare(HiftMod& mod) {
     const HiftConfig& c = cfg;
     spf = c.samples_per_frame();
     down_rates = HiftMod::source_down_rates(c);
-    pre_w = mod->conv_pre->p("weight").contiguous();
-    pre_b = mod->conv_pre->p("bias").contiguous();
-    post_w = mod->conv_post->p("weight").contiguous();
-    post_b = mod->conv_post->p("bias").contiguous();
-    pre_t = to_taps(pre_w);
-    post_t = to_taps(post_w);
+    w.spf = spf;
+    w.n_fft = c.istft_n_fft;
+    w.hop = c.istft_hop;
+    w.audio_limit = c.audio_limit;
+    w.pre = conv_w(*mod.conv_pre, 1);
+    w.post = conv_w(*mod.conv_post, 1);
+    w.up_act = leaky(c.lrelu_slope);
+    w.post_act = leaky(0.01);  // F.leaky_relu's default slope
+    w.nk = static_cast<int>(c.resblock_kernel_sizes.size());
     const int n_up = static_cast<int>(c.upsample_rates.size());
     for (int i = 0; i < n_up; ++i) {
-      auto u = std::static_pointer_cast<Leaf>(mod->ups[i]);
-      up_w.push_back(u->p("weight").contiguous());
-      up_b.push_back(u->p("bias").contiguous());
-      up_t.push_back(up_w.back().permute({2, 1, 0}).reshape({-1, up_w.back().size(0)}).contiguous());
-      auto d = std::static_pointer_cast<Leaf>(mod->source_downs[i]);
-      sd_w.push_back(d->p("weight").contiguous());
-      sd_b.push_back(d->p("bias").contiguous());
-      src_rb.push_back(resblock(*std::static_pointer_cast<ResBlockMod>(mod->source_resblocks[i]),
-                                c.source_resblock_kernel_sizes[i], c.source_resblock_dilation_sizes[i]));
-      for (size_t j = 0; j < c.resblock_kernel_sizes.size(); ++j)
-        rb.push_back(resblock(*std::static_pointer_cast<ResBlockMod>(mod->resblocks[i * c.resblock_kernel_sizes.size() + j]),
-                              c.resblock_kernel_sizes[j], c.resblock_dilation_sizes[j]));
+      w.ups.push_back(convt_w(*leaf(mod.ups, i), c.upsample_rates[i]));
+      detail::SConvW d;
+      auto sd = leaf(mod.source_downs, i);
+      d.weight = sd->p("weight").contiguous();
+      d.bias = sd->p("bias").contiguous();
+      d.s = down_rates[i];
+      d.k = static_cast<int>(d.weight.size(2));
+      d.p = d.s == 1 ? 0 : d.s / 2;
+      w.downs.push_back(d);
+      w.src_rb.push_back(res_w(*std::static_pointer_cast<ResBlockMod>(mod.source_resblocks[i]),
+                               c.source_resblock_dilation_sizes[i]));
+      for (int j = 0; j < w.nk; ++j)
+        w.rb.push_back(res_w(*std::static_pointer_cast<ResBlockMod>(mod.resblocks[i * w.nk + j]),
+                             c.resblock_dilation_sizes[j]));
     }
-    for (auto& m : mod->condnet_convs) {
-      f0_w.push_back(m->p("weight").to(at::kDouble).contiguous());
-      f0_b.push_back(m->p("bias").to(at::kDouble).contiguous());
-    }
-    cls_w = mod->classifier->p("weight").to(at::kDouble).contiguous();
-    cls_b = mod->classifier->p("bias").to(at::kDouble).contiguous();
-    at::Tensor lw = mod->l_linear->p("weight").contiguous();
+    // F0 predictor in float64 (chunking-invariant F0, see f0_whole).
+    for (auto& m : mod.condnet_convs) w.f0.push_back(conv_w(*m, 1, at::kDouble));
+    w.cls_w = mod.classifier->p("weight").to(at::kDouble).contiguous();
+    w.cls_b = mod.classifier->p("bias").to(at::kDouble).reshape({-1, 1}).contiguous();
+    at::Tensor lw = mod.l_linear->p("weight").contiguous();
     lin_w.assign(lw.data_ptr<float>(), lw.data_ptr<float>() + lw.numel());
-    lin_b = mod->l_linear->p("bias").item<float>();
+    lin_b = mod.l_linear->p("bias").item<float>();
 
     // Periodic Hann (scipy get_window("hann", n, fftbins=True)), computed in
     // double and rounded to float32 as the reference does.
     const int N = c.istft_n_fft, K = N / 2 + 1;
     std::vector<float> win(N);
     for (int n = 0; n < N; ++n) win[n] = static_cast<float>(0.5 - 0.5 * std::cos(2.0 * kPi * n / N));
-    win2.resize(N);
-    for (int n = 0; n < N; ++n) win2[n] = static_cast<double>(win[n]) * win[n];
-    // torch.stft: X[k] = sum_n x[n] w[n] exp(-2 pi i k n / N); channels [re(K), im(K)].
-    stft_basis = at::empty({2 * K, 1, N}, at::kFloat);
-    auto sb = stft_basis.accessor<float, 3>();
+    w.win2.resize(N);
+    for (int n = 0; n < N; ++n) w.win2[n] = static_cast<double>(win[n]) * win[n];
+    // torch.stft: X[k] = sum_n x[n] w[n] exp(-2 pi i k n / N); rows [re(K), im(K)].
+    w.stft_basis = at::empty({2 * K, N}, at::kFloat);
+    auto sb = w.stft_basis.accessor<float, 2>();
     for (int k = 0; k < K; ++k)
       for (int n = 0; n < N; ++n) {
         double ang = 2.0 * kPi * ((static_cast<int64_t>(k) * n) % N) / N;
-        sb[k][0][n] = static_cast<float>(win[n] * std::cos(ang));
-        sb[K + k][0][n] = static_cast<float>(-win[n] * std::sin(ang));
+        sb[k][n] = static_cast<float>(win[n] * std::cos(ang));
+        sb[K + k][n] = static_cast<float>(-win[n] * std::sin(ang));
       }
     // torch.istft frame: irfft (imaginary parts of DC and Nyquist ignored),
     // times the window: x[n] = w[n]/N (re0 + (-1)^n re_{N/2} + 2 sum_k (re_k cos - im_k sin)).
-    istft_basis = at::empty({N, 2 * K}, at::kFloat);
-    auto ib = istft_basis.accessor<float, 2>();
+    w.istft_basis = at::empty({N, 2 * K}, at::kFloat);
+    auto ib = w.istft_basis.accessor<float, 2>();
     for (int n = 0; n < N; ++n)
       for (int k = 0; k < K; ++k) {
         double ck = (k == 0 || k == N / 2) ? 1.0 : 2.0;
@@ -426,17 +455,15 @@ struct HiftModel::Impl {
   }
 
   // ---- F0 ----
-  // Runs the ConvRNNF0Predictor in float64 and rounds to float32. Why: the
-  // sine phase integrates F0 over the whole utterance, so a last-bit change in
-  // F0 (which float32 convolutions produce when the window, and hence the
-  // blocking, changes) would move later harmonic phases; in float64 the
-  // rounded F0 is the same whatever the window. Compared with the float32
+  // The ConvRNNF0Predictor runs in float64 and is rounded to float32. Why:
+  // the sine phase integrates F0 over the whole utterance, so a last-bit
+  // change in F0 (which float32 convolutions produce when the blocking
+  // changes) would move later harmonic phases; in float64 the rounded F0 is
+  // the same however the utterance is chunked. Compared with the float32
   // reference this is within the fixture's f32-vs-f64 budget.
-  at::Tensor f0_window(const at::Tensor& mel_ct) const {
-    at::Tensor x = mel_ct.to(at::kDouble).unsqueeze(0);
-    for (size_t k = 0; k < f0_w.size(); ++k) x = at::elu(at::conv1d(x, f0_w[k], f0_b[k], 1, 1));
-    at::Tensor f = at::addmm(cls_b.unsqueeze(1), cls_w, x[0]);  // [1, W]
-    return f.abs_()[0].to(at::kFloat).contiguous();
+  at::Tensor f0_whole(const at::Tensor& mel_ct) const {
+    detail::F0S s = detail::f0_init(w);
+    return detail::f0_step(w, s, mel_ct, true, mel_ct.size(1));
   }
 
   // ---- source ----
@@ -512,136 +539,21 @@ struct HiftModel::Impl {
   }
 
   // ---- decoder ----
-  // Two implementations of the same graph:
-  //  - fast (default): channel-major [C, T] tensors; every stride-1 conv is
-  //    a sum of per-tap GEMMs on shifted views of one padded buffer (no
-  //    im2col copy), the bias and the residual are the GEMMs' initial value,
-  //    Snake is one fused pass that writes the next conv's padded input, and
-  //    ConvTranspose1d is one GEMM plus a strided overlap-add;
-  //  - reference operation order (CHATTERBOX_HIFT_REFERENCE_OPS=1): the
-  //    reference's torch ops one by one (conv1d, conv_transpose1d, Snake as
-  //    x + 1/(a+1e-9) * sin(x a)^2), for the benchmark and as a cross-check.
-  static bool reference_ops() {
-    const char* e = std::getenv("CHATTERBOX_HIFT_REFERENCE_OPS");
-    return e && e[0] == '1';
-  }
-
-  // sum_k W_k @ xpad[:, k d : k d + T] + init, W as taps [k, Cout, Cin].
-  static at::Tensor conv_taps(const at::Tensor& xpad, const at::Tensor& taps, const at::Tensor& init, int64_t dil,
-                              int64_t T) {
-    at::Tensor out = at::addmm(init, taps[0], xpad.narrow(1, 0, T));
-    for (int64_t k = 1; k < taps.size(0); ++k) out.addmm_(taps[k], xpad.narrow(1, k * dil, T));
-    return out;
-  }
-  static at::Tensor to_taps(const at::Tensor& w) { return w.permute({2, 0, 1}).contiguous(); }
-
-  at::Tensor resblock_fast(const ResW& r, at::Tensor x) const {  // x [C, T]
-    const int64_t pad1 = (r.k - 1) / 2, T = x.size(1);
-    for (size_t i = 0; i < r.dil.size(); ++i) {
-      const int64_t d = r.dil[i];
-      at::Tensor xt = kernels::snake_padded(x.unsqueeze(0), r.a1[i], r.inv1[i], pad1 * d)[0];
-      xt = conv_taps(xt, r.t1[i], r.b1[i].unsqueeze(1), d, T);
-      xt = kernels::snake_padded(xt.unsqueeze(0), r.a2[i], r.inv2[i], pad1)[0];
-      x = conv_taps(xt, r.t2[i], x + r.b2[i].unsqueeze(1), 1, T);  // residual folded into the init
+  // mel [80, T] + source [spf T] -> audio [spf T], through the incremental
+  // graph in blocks of kBlockFrames (cache-sized steps; the result is the
+  // same for any blocking). `post` receives conv_post's output when non-null.
+  at::Tensor decode_one(const at::Tensor& mel_ct, const at::Tensor& src, at::Tensor* post) const {
+    const int64_t T = mel_ct.size(1);
+    detail::DecoderS s = detail::decoder_init(w);
+    std::vector<at::Tensor> out, posts;
+    std::vector<at::Tensor>* pp = post ? &posts : nullptr;
+    for (int64_t t = 0; t < T; t += kBlockFrames) {
+      const int64_t m = std::min(kBlockFrames, T - t);
+      out.push_back(detail::decoder_step(w, s, mel_ct.narrow(1, t, m), src.narrow(0, t * spf, m * spf), false, T, pp));
     }
-    return x;
-  }
-
-  at::Tensor resblock_ref(const ResW& r, at::Tensor x) const {  // x [1, C, T]
-    const int64_t pad1 = (r.k - 1) / 2;
-    for (size_t i = 0; i < r.dil.size(); ++i) {
-      const int64_t d = r.dil[i];
-      auto snake = [](const at::Tensor& v, const at::Tensor& a) {
-        at::Tensor al = a.view({1, -1, 1});
-        return v + (1.0 / (al + 1e-9)) * at::pow(at::sin(v * al), 2);
-      };
-      at::Tensor xt = snake(x, r.a1[i]);
-      xt = at::conv1d(xt, r.w1[i], r.b1[i], at::IntArrayRef{1}, at::IntArrayRef{pad1 * d}, at::IntArrayRef{d});
-      xt = snake(xt, r.a2[i]);
-      xt = at::conv1d(xt, r.w2[i], r.b2[i], at::IntArrayRef{1}, at::IntArrayRef{pad1});
-      x = xt + x;
-    }
-    return x;
-  }
-
-  // ConvTranspose1d as Z = W^T x (one GEMM) and an overlap-add of the k taps.
-  at::Tensor conv_transpose_fast(const at::Tensor& x, int i) const {  // x [Cin, T]
-    const int u = cfg.upsample_rates[i], k = cfg.upsample_kernel_sizes[i], p = (k - u) / 2;
-    const int64_t T = x.size(1), Cout = up_b[i].size(0);
-    at::Tensor z = at::mm(up_t[i], x).view({k, Cout, T});
-    at::Tensor full = at::zeros({Cout, (T - 1) * u + k}, x.options());
-    for (int kk = 0; kk < k; ++kk) full.slice(1, kk, kk + (T - 1) * u + 1, u).add_(z[kk]);
-    return full.narrow(1, p, u * T).add_(up_b[i].unsqueeze(1));
-  }
-
-  at::Tensor decode_window(const at::Tensor& mel_ct, const at::Tensor& src_padded, at::Tensor* post_out) const {
-    const HiftConfig& c = cfg;
-    const int N = c.istft_n_fft, hop = c.istft_hop, K = N / 2 + 1;
-    const int n_up = static_cast<int>(c.upsample_rates.size());
-    const int nk = static_cast<int>(c.resblock_kernel_sizes.size());
-    const bool ref = reference_ops();
-    at::Tensor s_stft = at::conv1d(src_padded.reshape({1, 1, -1}), stft_basis, {}, hop);  // [1, 2K, F]
-    at::Tensor x;
-    if (ref) {
-      x = at::conv1d(mel_ct.unsqueeze(0), pre_w, pre_b, 1, 3);
-    } else {
-      x = conv_taps(at::constant_pad_nd(mel_ct, {3, 3}), pre_t, pre_b.unsqueeze(1), 1, mel_ct.size(1));
-    }
-    for (int i = 0; i < n_up; ++i) {
-      at::leaky_relu_(x, c.lrelu_slope);
-      const int u = c.upsample_rates[i], k = c.upsample_kernel_sizes[i];
-      x = ref ? at::conv_transpose1d(x, up_w[i], up_b[i], u, (k - u) / 2) : conv_transpose_fast(x, i);
-      if (i == n_up - 1)
-        x = ref ? at::reflection_pad1d(x, {1, 0}) : at::reflection_pad1d(x.unsqueeze(0), {1, 0}).squeeze(0);
-      const int dr = down_rates[i];
-      at::Tensor si = at::conv1d(s_stft, sd_w[i], sd_b[i], dr, dr == 1 ? 0 : dr / 2);
-      if (ref) {
-        x = x + resblock_ref(src_rb[i], si);
-        at::Tensor xs = resblock_ref(rb[i * nk], x);
-        for (int j = 1; j < nk; ++j) xs = xs + resblock_ref(rb[i * nk + j], x);
-        x = xs / nk;
-      } else {
-        x.add_(resblock_fast(src_rb[i], si[0]));
-        at::Tensor xs = resblock_fast(rb[i * nk], x);
-        for (int j = 1; j < nk; ++j) xs.add_(resblock_fast(rb[i * nk + j], x));
-        x = xs.div_(nk);
-      }
-    }
-    at::leaky_relu_(x, 0.01);
-    if (ref) {
-      x = at::conv1d(x, post_w, post_b, 1, 3)[0];  // [2K, F]
-    } else {
-      x = conv_taps(at::constant_pad_nd(x, {3, 3}), post_t, post_b.unsqueeze(1), 1, x.size(1));
-    }
-    if (post_out) *post_out = x;
-    const int64_t F = x.size(1);
-    at::Tensor mag = at::exp(x.narrow(0, 0, K)).clamp_max_(100.0);
-    at::Tensor ph = at::sin(x.narrow(0, K, K));
-    at::Tensor spec = at::cat({mag * at::cos(ph), mag * at::sin(ph)}, 0);  // [2K, F]
-    at::Tensor frames = at::mm(istft_basis, spec);  // [N, F], windowed
-    // Overlap-add with hop: out[hop q + r] = sum_m frames[hop m + r, q - m].
-    const int R = N / hop;
-    at::Tensor ola = at::zeros({F + R - 1, hop}, at::kFloat);
-    for (int m = 0; m < R; ++m) ola.narrow(0, m, F).add_(frames.narrow(0, hop * m, hop).t());
-    at::Tensor y = ola.reshape({-1});  // padded positions [0, hop (F - 1) + N)
-    const int64_t len = hop * (F - 1);
-    // Window envelope sum_f w^2[p - hop f] at the kept positions [N/2, N/2 + len):
-    // constant inside, smaller within N of either end.
-    at::Tensor env = at::empty({len}, at::kFloat);
-    float* ep = env.data_ptr<float>();
-    for (int64_t n = 0; n < len; ++n) {
-      const int64_t p = n + N / 2;
-      if (n >= N && n + N < len) {
-        ep[n] = ep[n - hop];
-        continue;
-      }
-      double e = 0;
-      for (int64_t f = std::max<int64_t>(0, ceildiv(p - N + 1, hop)); f <= std::min<int64_t>(F - 1, p / hop); ++f)
-        e += win2[p - hop * f];
-      ep[n] = static_cast<float>(e);
-    }
-    at::Tensor audio = y.narrow(0, N / 2, len).div_(env);
-    return audio.clamp_(-c.audio_limit, c.audio_limit);
+    out.push_back(detail::decoder_step(w, s, {}, {}, true, T, pp));
+    if (post) *post = at::cat(posts, 1);
+    return at::cat(out);
   }
 };
 
@@ -684,10 +596,10 @@ std::shared_ptr<HiftModel> HiftModel::from_checkpoint(const Checkpoint& ck, cons
       im.cfg.f0_in_channels = static_cast<int>(w.size(1));
     }
   }
-  im.mod = std::make_shared<HiftMod>(im.cfg);
-  load_module(*im.mod, ck);
-  for (auto& p : im.mod->parameters()) im.nparams += p.numel();
-  im.prepare();
+  auto mod = std::make_shared<HiftMod>(im.cfg);
+  load_module(*mod, ck);
+  for (auto& p : mod->parameters()) im.nparams += p.numel();
+  im.prepare(*mod);
   return m;
 }
 
@@ -696,9 +608,9 @@ std::shared_ptr<HiftModel> HiftModel::random(const HiftConfig& config, uint64_t 
   std::shared_ptr<HiftModel> m(new HiftModel());
   Impl& im = *m->impl_;
   im.cfg = config;
-  im.mod = std::make_shared<HiftMod>(im.cfg);
+  auto mod = std::make_shared<HiftMod>(im.cfg);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  for (auto& p : im.mod->named_parameters()) {
+  for (auto& p : mod->named_parameters()) {
     at::Tensor t = p.value();
     const std::string& name = p.key();
     if (name.size() >= 5 && name.compare(name.size() - 5, 5, "alpha") == 0) {
@@ -713,7 +625,7 @@ std::shared_ptr<HiftModel> HiftModel::random(const HiftConfig& config, uint64_t 
     }
     im.nparams += t.numel();
   }
-  im.prepare();
+  im.prepare(*mod);
   return m;
 }
 
@@ -721,6 +633,7 @@ const HiftConfig& HiftModel::config() const { return impl_->cfg; }
 const MelFormat& HiftModel::mel_format() const { return impl_->mel; }
 int64_t HiftModel::num_parameters() const { return impl_->nparams; }
 const HiftModel::Field& HiftModel::field() const { return impl_->field; }
+const detail::Weights& HiftModel::weights() const { return impl_->w; }
 
 SourceState HiftModel::initial_state() const {
   SourceState s;
@@ -734,23 +647,15 @@ void check_mel(const at::Tensor& mel, int n_mels, const char* what) {
     throw ModelError(std::string("HiFT ") + what + ": expected mel [B, " + std::to_string(n_mels) + ", T], got " +
                      shape_str(mel.sizes()));
 }
-// torch reflect padding of a 1-D signal by `pad` on both sides.
-at::Tensor reflect_pad(const at::Tensor& s, int64_t pad) {
-  return at::reflection_pad1d(s.reshape({1, 1, -1}), {pad, pad}).reshape({-1});
-}
 }  // namespace
 
 at::Tensor HiftModel::f0(const at::Tensor& mel) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;
   check_mel(mel, impl_->cfg.f0_in_channels, "f0");
   std::vector<at::Tensor> out;
-  for (int64_t b = 0; b < mel.size(0); ++b) out.push_back(impl_->f0_window(mel[b].to(at::kFloat)));
+  for (int64_t b = 0; b < mel.size(0); ++b) out.push_back(impl_->f0_whole(mel[b].to(at::kFloat)));
   return at::stack(out);
-}
-
-at::Tensor HiftModel::f0_window(const at::Tensor& mel_ct) const {
-  c10::InferenceMode guard;
-  return impl_->f0_window(mel_ct);
 }
 
 at::Tensor HiftModel::source_chunk(const at::Tensor& f0, SourceState& state, const SourceDraws& draws) const {
@@ -769,25 +674,20 @@ at::Tensor HiftModel::source_from_f0(const at::Tensor& f0, const SourceDraws& dr
   return at::stack(out).unsqueeze(1);
 }
 
-at::Tensor HiftModel::decode_window(const at::Tensor& mel_ct, const at::Tensor& source_padded,
-                                    at::Tensor* conv_post_out) const {
-  c10::InferenceMode guard;
-  return impl_->decode_window(mel_ct, source_padded, conv_post_out);
-}
-
 HiftModel::Decoded HiftModel::decode(const at::Tensor& mel, const at::Tensor& source) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;
   check_mel(mel, impl_->cfg.in_channels, "decode");
   const int64_t B = mel.size(0), T = mel.size(2);
   at::Tensor src = source.reshape({source.size(0), -1}).to(at::kFloat);
   if (src.size(0) != B || src.size(1) != T * impl_->spf)
     throw ModelError("HiFT decode: source " + shape_str(source.sizes()) + " does not match mel " +
                      shape_str(mel.sizes()) + " (expected [B, 1, " + std::to_string(T * impl_->spf) + "])");
+  if (T == 0) return {at::empty({B, 0}, at::kFloat), at::empty({B, impl_->cfg.istft_n_fft + 2, 0}, at::kFloat)};
   std::vector<at::Tensor> audio, post;
   for (int64_t b = 0; b < B; ++b) {
     at::Tensor p;
-    audio.push_back(impl_->decode_window(mel[b].to(at::kFloat).contiguous(),
-                                         reflect_pad(src[b], impl_->cfg.istft_n_fft / 2), &p));
+    audio.push_back(impl_->decode_one(mel[b].to(at::kFloat), src[b].contiguous(), &p));
     post.push_back(p);
   }
   return {at::stack(audio), at::stack(post)};
@@ -795,7 +695,12 @@ HiftModel::Decoded HiftModel::decode(const at::Tensor& mel, const at::Tensor& so
 
 at::Tensor HiftModel::inference(const at::Tensor& mel, const SourceDraws& draws, at::Tensor* source_out) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;
   check_mel(mel, impl_->cfg.in_channels, "inference");
+  if (mel.size(2) == 0) {
+    if (source_out) *source_out = at::empty({mel.size(0), 1, 0}, at::kFloat);
+    return at::empty({mel.size(0), 0}, at::kFloat);
+  }
   at::Tensor s = source_from_f0(f0(mel), draws);
   if (source_out) *source_out = s;
   return decode(mel, s).audio;
@@ -812,32 +717,33 @@ at::Tensor trim_fade(int sampling_rate) {
 
 // ---- HiftVocoder (exact streaming) -------------------------------------------------
 //
-// Dependencies of output frame t (480 samples), from HiftModel::field():
-//  - mel frames [t - mel_left, t + mel_right] through conv_pre/ups/resblocks;
-//  - source samples [480 t - src_left, 480 t + 479 + src_right] through the
-//    source STFT, source_downs and source_resblocks;
-//  - the source at sample s depends on the carried phase accumulator and on
-//    F0 of frame s / 480, and F0 of frame u on mel frames [u - 5, u + 5].
-// So with n frames fed, F0 is final for frames < n - 5, the source for
-// samples < 480 (n - 5), and frame t is final once t + mel_right < n and
-// 480 t + 479 + src_right < 480 (n - 5). Each step recomputes decode on the
-// window [t0 - left, n), where left covers the mel and source reach and the
-// STFT frames at the window start; outputs near the window's edges are wrong
-// (zero padding) and never emitted. The source is committed (phase state
-// advanced) only over frames with final F0; the frames after are filled with
-// a provisional source from a copy of the state. drain() runs the last
-// window to the true end (reflection pads at the utterance end included).
+// Every layer of the F0 predictor and the decoder runs incrementally
+// (hift_stream.h): a new mel frame goes into conv_pre and the F0 predictor;
+// F0 becomes final 5 frames later (five k3 convs) and only then extends the
+// source (the sine phases are carried in double), which feeds the source
+// STFT; each layer emits the columns whose inputs have all arrived. So every
+// sample is computed once, as in the whole-utterance run, and the audio
+// samples come out as soon as they are final; after n frames that is at
+// least spf (n - default lookahead) samples (the receptive field, field()).
+// feed() emits spf * max(emitted, n - lookahead) samples in all: at the
+// default lookahead only final ones; with a smaller lookahead the rest come
+// from a copy of the graph finished as if the utterance ended at frame n
+// (the committed state is untouched: its later final samples replace
+// nothing, the ones already emitted are skipped). drain() flushes the graph
+// with the true end's padding.
+
+struct HiftVocoder::Pipe {
+  detail::F0S f0;
+  SourceState sst;
+  detail::DecoderS dec;
+};
 
 struct HiftVocoder::State {
-  at::Tensor mel;  // [80, kept] channel-major, column 0 = frame mel_off
-  int64_t mel_off = 0;
-  int64_t n = 0;    // frames fed
-  at::Tensor src;  // committed source, element 0 = sample src_off
-  int64_t src_off = 0;
-  int64_t fc = 0;  // frames whose source is committed
-  SourceState sst;
-  int64_t e = 0;   // frames emitted
-  int64_t samples = 0;
+  Pipe pipe;
+  int64_t n = 0;        // frames fed
+  at::Tensor fin;       // final samples not yet emitted: [fin_start, fin_start + numel)
+  int64_t fin_start = 0;
+  int64_t emitted = 0;  // samples returned
   SourceDraws draws;
 };
 
@@ -861,102 +767,91 @@ int64_t HiftVocoder::lookahead_frames() const { return lookahead_; }
 void HiftVocoder::set_lookahead_frames(int64_t frames) {
   lookahead_ = frames < 0 ? default_lookahead_frames() : frames;
 }
-int64_t HiftVocoder::samples_out() const { return st_->samples; }
+int64_t HiftVocoder::samples_out() const { return st_->emitted; }
 int64_t HiftVocoder::frames_in() const { return st_->n; }
 
 void HiftVocoder::reset() {
   st_ = std::make_unique<State>();
-  st_->mel = at::empty({model_->config().in_channels, 0}, at::kFloat);
-  st_->src = at::empty({0}, at::kFloat);
-  st_->sst = model_->initial_state();
+  st_->pipe.f0 = detail::f0_init(model_->weights());
+  st_->pipe.sst = model_->initial_state();
+  st_->pipe.dec = detail::decoder_init(model_->weights());
+  st_->fin = at::empty({0}, at::kFloat);
   st_->draws = opts_.draws;
   if (st_->draws.mode == SourceDraws::Mode::Random) st_->draws.seed = opts_.draws.seed + utterance_;
 }
 
+at::Tensor HiftVocoder::advance(Pipe& p, const at::Tensor& mel_ct, bool at_end) const {
+  const detail::Weights& w = model_->weights();
+  at::Tensor f0 = detail::f0_step(w, p.f0, mel_ct, at_end, st_->n);
+  at::Tensor src;
+  if (f0.numel() > 0) src = model_->source_chunk(f0, p.sst, st_->draws);
+  return detail::decoder_step(w, p.dec, mel_ct, src, at_end, st_->n);
+}
+
 at::Tensor HiftVocoder::feed(const at::Tensor& frames) {
   c10::InferenceMode guard;
+  ComputeThreads threads;
   const int64_t C = model_->config().in_channels;
   if (frames.dim() != 2 || frames.size(1) != C)
     throw ModelError("hift: expected mel frames [T, " + std::to_string(C) + "], got " + shape_str(frames.sizes()));
   if (frames.size(0) == 0) return at::empty({0}, at::kFloat);
-  st_->mel = at::cat({st_->mel, frames.to(at::kFloat).t()}, 1);
   st_->n += frames.size(0);
-  return step(false);
+  at::Tensor fresh = advance(st_->pipe, frames.to(at::kFloat).t(), false);
+  if (fresh.numel() > 0) st_->fin = at::cat({st_->fin, fresh});
+  return emit(false);
 }
 
 at::Tensor HiftVocoder::drain() {
   c10::InferenceMode guard;
-  at::Tensor out = step(true);
+  ComputeThreads threads;
+  at::Tensor out = at::empty({0}, at::kFloat);
+  if (st_->n > 0) {
+    at::Tensor fresh = advance(st_->pipe, {}, true);
+    st_->fin = at::cat({st_->fin, fresh});
+    out = emit(true);
+  }
   ++utterance_;
   reset();
   return out;
 }
 
-at::Tensor HiftVocoder::step(bool final) {
+// Returns samples [emitted, target): the final ones, then (below the default
+// lookahead) provisional ones.
+at::Tensor HiftVocoder::emit(bool at_end) {
   State& s = *st_;
-  const auto& fld = model_->field();
   const int64_t spf = model_->config().samples_per_frame();
-  const int64_t pad = model_->config().istft_n_fft / 2;
-  const int64_t n = s.n;
-  at::Tensor none = at::empty({0}, at::kFloat);
-  if (n == 0) return none;
-  const int64_t e1 = final ? n : std::min(n, std::max(s.e, n - lookahead_));
-  if (e1 <= s.e) return none;
-  const int64_t F = final ? n : std::max<int64_t>(s.fc, n - fld.f0_radius);  // frames with final F0
-
-  // 1. F0 of frames [fc, n) from a window starting f0_radius frames earlier.
-  const int64_t w0 = std::max<int64_t>(0, s.fc - fld.f0_radius);
-  at::Tensor f0 = model_->f0_window(s.mel.narrow(1, w0 - s.mel_off, n - w0)).narrow(0, s.fc - w0, n - s.fc);
-  // 2. Commit the source over frames with final F0; 3. provisional after.
-  if (F > s.fc) {
-    at::Tensor add = model_->source_chunk(f0.narrow(0, 0, F - s.fc), s.sst, s.draws);
-    s.src = at::cat({s.src, add});
+  const int64_t target = at_end ? spf * s.n : spf * std::max(s.emitted / spf, s.n - lookahead_);
+  if (target <= s.emitted) return at::empty({0}, at::kFloat);
+  const int64_t fin_end = s.fin_start + s.fin.numel();
+  std::vector<at::Tensor> parts;
+  const int64_t a = std::max(s.emitted, s.fin_start), b = std::min(target, fin_end);
+  if (b > a) parts.push_back(s.fin.narrow(0, a - s.fin_start, b - a));
+  if (target > fin_end) {
+    TORCH_CHECK(!at_end, "HiFT stream: the utterance's end left ", target - fin_end, " samples missing");
+    Pipe copy = s.pipe;
+    at::Tensor prov = advance(copy, {}, true);  // samples [fin_end, spf n)
+    const int64_t p0 = std::max(s.emitted, fin_end);
+    parts.push_back(prov.narrow(0, p0 - fin_end, target - p0));
   }
-  at::Tensor prov;
-  if (n > F) {
-    SourceState tmp = s.sst;
-    prov = model_->source_chunk(f0.narrow(0, F - s.fc, n - F), tmp, s.draws);
-  }
-  s.fc = F;
-
-  // 4. Decode window [a, n).
-  const int64_t left = std::max(fld.mel_left, ceildiv(fld.src_left + pad, spf));
-  const int64_t a = std::max<int64_t>(0, s.e - left);
-  at::Tensor mid = s.src.narrow(0, a * spf - s.src_off, F * spf - a * spf);
-  if (prov.defined()) mid = at::cat({mid, prov});
-  at::Tensor lpad = a == 0 ? mid.narrow(0, 1, pad).flip(0) : s.src.narrow(0, a * spf - pad - s.src_off, pad);
-  at::Tensor rpad = mid.narrow(0, mid.size(0) - 1 - pad, pad).flip(0);
-  at::Tensor audio = model_->decode_window(s.mel.narrow(1, a - s.mel_off, n - a).contiguous(),
-                                           at::cat({lpad, mid, rpad}));
-  at::Tensor out = audio.narrow(0, (s.e - a) * spf, (e1 - s.e) * spf).clone();
-
-  // 5. S3Token2Wav's fade on the utterance's first samples.
+  at::Tensor out = at::cat(parts);  // a new tensor (the fade below writes it)
+  // S3Token2Wav's fade on the utterance's first samples.
   if (opts_.trim_fade) {
     at::Tensor fade = trim_fade(model_->config().sampling_rate);
-    const int64_t s0 = s.e * spf, s1 = e1 * spf;
-    const int64_t f1 = std::min<int64_t>(s1, fade.numel());
-    if (f1 > s0) out.narrow(0, 0, f1 - s0).mul_(fade.narrow(0, s0, f1 - s0));
+    const int64_t f1 = std::min<int64_t>(target, fade.numel());
+    if (f1 > s.emitted) out.narrow(0, 0, f1 - s.emitted).mul_(fade.narrow(0, s.emitted, f1 - s.emitted));
   }
-  s.e = e1;
-  s.samples += out.numel();
-
-  // 6. Drop what no later window needs.
-  const int64_t next_a = std::max<int64_t>(0, s.e - left);
-  const int64_t keep_mel = std::min(next_a, std::max<int64_t>(0, s.fc - fld.f0_radius));
-  if (keep_mel > s.mel_off) {
-    s.mel = s.mel.narrow(1, keep_mel - s.mel_off, s.mel.size(1) - (keep_mel - s.mel_off));
-    s.mel_off = keep_mel;
-  }
-  const int64_t keep_src = std::max<int64_t>(0, next_a * spf - pad);
-  if (keep_src > s.src_off) {
-    s.src = s.src.narrow(0, keep_src - s.src_off, s.src.size(0) - (keep_src - s.src_off));
-    s.src_off = keep_src;
+  s.emitted = target;
+  if (s.emitted > s.fin_start) {
+    const int64_t k = std::min<int64_t>(s.fin.numel(), s.emitted - s.fin_start);
+    s.fin = s.fin.narrow(0, k, s.fin.numel() - k);
+    s.fin_start += k;
   }
   return out;
 }
 
 at::Tensor HiftVocoder::forward(const at::Tensor& mel) {
   c10::InferenceMode guard;
+  ComputeThreads threads;
   SourceDraws d = opts_.draws;
   if (d.mode == SourceDraws::Mode::Random) d.seed = opts_.draws.seed + utterance_;
   ++utterance_;  // a whole utterance: the next one gets fresh draws

@@ -32,6 +32,10 @@
 
 namespace chatterbox::hift {
 
+namespace detail {
+struct Weights;
+}
+
 struct HiftConfig {
   int in_channels = 80;
   int base_channels = 512;
@@ -140,13 +144,6 @@ class HiftModel {
   // Source samples for F0 values `f0` [n] (one per frame, frame-aligned at
   // state.pos), advancing `state`.
   at::Tensor source_chunk(const at::Tensor& f0, SourceState& state, const SourceDraws& draws) const;
-  // F0 of mel frames mel[:, lo:hi) computed from a window; 1-D [hi - lo].
-  at::Tensor f0_window(const at::Tensor& mel_window_ct) const;  // [80, W] -> [W] (edge = window edge)
-  // decode of a window: mel [80, W], source with `pad` samples of context on
-  // each side [480 W + 2*pad] (pad = n_fft/2, the STFT's centring).
-  // Returns audio [480 W] (not clamped by window edges; clamped to limit).
-  at::Tensor decode_window(const at::Tensor& mel_ct, const at::Tensor& source_padded,
-                           at::Tensor* conv_post_out = nullptr) const;
 
   // Receptive field of one output frame (480 samples) of decode, relative to
   // that frame: mel frames [t - mel_left, t + mel_right], source samples
@@ -157,7 +154,9 @@ class HiftModel {
   const Field& field() const;
 
  private:
+  friend class HiftVocoder;
   HiftModel();
+  const detail::Weights& weights() const;  // the prepared layer weights (hift_stream.h)
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
@@ -174,10 +173,13 @@ struct HiftVocoderOptions {
 
 // Exact streaming HiFT: for any split of an utterance into feed() calls, the
 // concatenated output equals HiftVocoder::forward (whole utterance) within
-// float32 rounding at the default lookahead. The sine phase accumulator is
-// carried across chunks; every convolution gets its full left context by
-// recomputing a bounded window, and only samples that no future frame can
-// change are emitted.
+// float32 rounding at the default lookahead. Every layer runs incrementally
+// (each keeps the input it still needs, the sine phase accumulator is carried
+// in double), so a frame costs the same streamed as whole; only samples that
+// no future frame can change are emitted. A lookahead below the default
+// emits the rest from a copy of the layers finished as if the utterance ended
+// there (earlier audio, the error published in bench/; each such feed also
+// pays for that finish, about default-lookahead frames of work).
 class HiftVocoder : public StreamingVocoder {
  public:
   explicit HiftVocoder(std::shared_ptr<const HiftModel> model, HiftVocoderOptions opts = {});
@@ -199,8 +201,10 @@ class HiftVocoder : public StreamingVocoder {
   const HiftModel& model() const;
 
  private:
+  struct Pipe;
   struct State;
-  at::Tensor step(bool final);
+  at::Tensor advance(Pipe& p, const at::Tensor& mel_ct, bool at_end) const;
+  at::Tensor emit(bool at_end);
   std::shared_ptr<const HiftModel> model_;
   HiftVocoderOptions opts_;
   int64_t lookahead_;

@@ -6,7 +6,6 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
-#include <cstring>
 
 namespace chatterbox::hift::kernels {
 
@@ -41,26 +40,21 @@ void snake_row(const float* __restrict x, float* __restrict y, int64_t n, float 
 
 }  // namespace
 
-at::Tensor snake_padded(const at::Tensor& x_in, const at::Tensor& a_in, const at::Tensor& inv_in, int64_t pad) {
+void snake_into(const at::Tensor& x_in, at::Tensor dst, const at::Tensor& a_in, const at::Tensor& inv_in) {
   at::Tensor x = x_in.contiguous();
   at::Tensor a = a_in.contiguous(), inv = inv_in.contiguous();
-  const int64_t C = x.size(1), T = x.size(2), W = T + 2 * pad;
-  at::Tensor y = at::empty({1, C, W}, x.options());
+  const int64_t C = x.size(0), T = x.size(1);
+  TORCH_CHECK(dst.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat && dst.size(0) == C &&
+                  dst.size(1) == T && (T <= 1 || dst.stride(1) == 1),
+              "snake_into: mismatched tensors");
+  const int64_t ld = dst.stride(0);
   const float* xp = x.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
+  float* yp = dst.data_ptr<float>();
   const float* ap = a.data_ptr<float>();
   const float* ip = inv.data_ptr<float>();
   at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      float* row = yp + c * W;
-      if (pad > 0) {
-        std::memset(row, 0, pad * sizeof(float));
-        std::memset(row + pad + T, 0, pad * sizeof(float));
-      }
-      snake_row(xp + c * T, row + pad, T, ap[c], ip[c]);
-    }
+    for (int64_t c = c0; c < c1; ++c) snake_row(xp + c * T, yp + c * ld, T, ap[c], ip[c]);
   });
-  return y;
 }
 
 }  // namespace chatterbox::hift::kernels

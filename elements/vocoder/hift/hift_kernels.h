@@ -7,10 +7,9 @@
 
 namespace chatterbox::hift::kernels {
 
-// Snake(x) = x + inv[c] * sin(a[c] x)^2, inv = 1 / (a + 1e-9), for x [1, C, T]
-// (contiguous float32), written into a new [1, C, T + 2 pad] tensor whose
-// `pad` columns on each side are zero: the input of the next convolution,
-// with its zero padding, in one pass.
-at::Tensor snake_padded(const at::Tensor& x, const at::Tensor& a, const at::Tensor& inv, int64_t pad);
+// Snake(x) = x + inv[c] * sin(a[c] x)^2, inv = 1 / (a + 1e-9), for x [C, T]
+// float32, written into dst [C, T] (a column range of a convolution's input
+// buffer: rows may be strided, columns contiguous) in one pass.
+void snake_into(const at::Tensor& x, at::Tensor dst, const at::Tensor& a, const at::Tensor& inv);
 
 }  // namespace chatterbox::hift::kernels
