@@ -274,15 +274,8 @@ using detail::ConvW;
 
 std::shared_ptr<Leaf> leaf(torch::nn::ModuleList& l, size_t i) { return std::static_pointer_cast<Leaf>(l[i]); }
 
-// Conv1d weight [Cout, Cin, k] -> taps [k, Cout, Cin], bias [Cout, 1].
 ConvW conv_w(const Leaf& l, int dil, at::ScalarType dt = at::kFloat) {
-  ConvW c;
-  at::Tensor w = l.p("weight");
-  c.k = static_cast<int>(w.size(2));
-  c.dil = dil;
-  c.taps = w.permute({2, 0, 1}).to(dt).contiguous();
-  c.bias = l.p("bias").reshape({-1, 1}).to(dt).contiguous();
-  return c;
+  return detail::make_conv(l.p("weight").to(dt), l.p("bias").to(dt), dil);
 }
 
 // Snake: x + (1.0 / (alpha + 1e-9)) * sin(x * alpha)^2, in float32.
@@ -305,20 +298,21 @@ detail::ResW res_w(ResBlockMod& m, const std::vector<int>& dil) {
   return r;
 }
 
-// ConvTranspose1d weight [Cin, Cout, k] (stride u) -> per input lag j the
-// stacked phases r + u j < k: [rows_j, Cin] (see detail::ConvTW).
+// ConvTranspose1d weight [Cin, Cout, k] (stride u) -> the causal conv
+// [u Cout, Cin, J] of detail::ConvTW.
 detail::ConvTW convt_w(const Leaf& l, int u) {
   detail::ConvTW c;
   at::Tensor w = l.p("weight");
+  const int64_t cin = w.size(0);
   c.u = u;
   c.k = static_cast<int>(w.size(2));
   c.p = (c.k - u) / 2;
   c.cout = w.size(1);
-  for (int j = 0; u * j < c.k; ++j) {
-    const int phases = std::min(u, c.k - u * j);
-    c.taps.push_back(w.narrow(2, u * j, phases).permute({2, 1, 0}).reshape({phases * c.cout, w.size(0)}).contiguous());
-  }
-  c.bias_rows = l.p("bias").repeat({u}).reshape({-1, 1}).contiguous();
+  c.J = (c.k + u - 1) / u;
+  at::Tensor cw = at::zeros({u, c.cout, cin, c.J}, at::kFloat);
+  for (int j = 0; j < c.J; ++j)
+    for (int r = 0; r < u && r + u * j < c.k; ++r) cw[r].select(2, c.J - 1 - j).copy_(w.select(2, r + u * j).t());
+  c.conv = detail::make_conv(cw.view({u * c.cout, cin, c.J}), l.p("bias").repeat({u}), 1);
   return c;
 }
 
@@ -364,13 +358,17 @@ struct HiftModel::Impl {
     const int n_up = static_cast<int>(c.upsample_rates.size());
     for (int i = 0; i < n_up; ++i) {
       w.ups.push_back(convt_w(*leaf(mod.ups, i), c.upsample_rates[i]));
+      // source_downs[i]: kernel 2s (1 when s = 1) over blocks of s STFT frames.
       detail::SConvW d;
       auto sd = leaf(mod.source_downs, i);
-      d.weight = sd->p("weight").contiguous();
-      d.bias = sd->p("bias").contiguous();
+      at::Tensor dw = sd->p("weight");
       d.s = down_rates[i];
-      d.k = static_cast<int>(d.weight.size(2));
+      d.k = static_cast<int>(dw.size(2));
       d.p = d.s == 1 ? 0 : d.s / 2;
+      d.cin = dw.size(1);
+      if (d.s > 1)  // [Cout, Cin, 2s] -> [Cout, Cin, 2, s] -> [Cout, Cin, s, 2] -> [Cout, Cin s, 2]
+        dw = dw.reshape({dw.size(0), d.cin, 2, d.s}).permute({0, 1, 3, 2}).reshape({dw.size(0), d.cin * d.s, 2});
+      d.block = detail::make_conv(dw.contiguous(), sd->p("bias"), 1);
       w.downs.push_back(d);
       w.src_rb.push_back(res_w(*std::static_pointer_cast<ResBlockMod>(mod.source_resblocks[i]),
                                c.source_resblock_dilation_sizes[i]));
@@ -394,8 +392,8 @@ struct HiftModel::Impl {
     w.win2.resize(N);
     for (int n = 0; n < N; ++n) w.win2[n] = static_cast<double>(win[n]) * win[n];
     // torch.stft: X[k] = sum_n x[n] w[n] exp(-2 pi i k n / N); rows [re(K), im(K)].
-    w.stft_basis = at::empty({2 * K, N}, at::kFloat);
-    auto sb = w.stft_basis.accessor<float, 2>();
+    at::Tensor stft_basis = at::empty({2 * K, N}, at::kFloat);
+    auto sb = stft_basis.accessor<float, 2>();
     for (int k = 0; k < K; ++k)
       for (int n = 0; n < N; ++n) {
         double ang = 2.0 * kPi * ((static_cast<int64_t>(k) * n) % N) / N;
@@ -404,8 +402,8 @@ struct HiftModel::Impl {
       }
     // torch.istft frame: irfft (imaginary parts of DC and Nyquist ignored),
     // times the window: x[n] = w[n]/N (re0 + (-1)^n re_{N/2} + 2 sum_k (re_k cos - im_k sin)).
-    w.istft_basis = at::empty({N, 2 * K}, at::kFloat);
-    auto ib = w.istft_basis.accessor<float, 2>();
+    at::Tensor istft_basis = at::empty({N, 2 * K}, at::kFloat);
+    auto ib = istft_basis.accessor<float, 2>();
     for (int n = 0; n < N; ++n)
       for (int k = 0; k < K; ++k) {
         double ck = (k == 0 || k == N / 2) ? 1.0 : 2.0;
@@ -413,6 +411,12 @@ struct HiftModel::Impl {
         ib[n][k] = static_cast<float>(win[n] * ck * std::cos(ang) / N);
         ib[n][K + k] = static_cast<float>((k == 0 || k == N / 2) ? 0.0 : -win[n] * ck * std::sin(ang) / N);
       }
+    // As convs: the STFT over blocks of hop samples (tap j = basis columns
+    // hop j .. hop j + hop - 1), the iSTFT frame synthesis as a kernel-1 conv.
+    const int hop = c.istft_hop;
+    w.stft = detail::make_conv(stft_basis.view({2 * K, N / hop, hop}).permute({0, 2, 1}).contiguous(),
+                               at::zeros({2 * K}, at::kFloat), 1);
+    w.istft = detail::make_conv(istft_basis.unsqueeze(2), at::zeros({N}, at::kFloat), 1);
     compute_field();
   }
 

@@ -1,11 +1,19 @@
-// Compiled with -O3 -fno-math-errno so the loops vectorize; target_clones
-// picks the AVX-512 / AVX2 body at load time on CPUs that have them.
+// Compiled with -O3 -fno-math-errno so the loops vectorize (target_clones
+// picks the AVX-512 / AVX2 body at load time on CPUs that have them), and
+// -ffp-contract=off so a vectorised body and its scalar tail round alike
+// (an element's result must not depend on where a chunk boundary falls).
 #include "elements/vocoder/hift/hift_kernels.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace chatterbox::hift::kernels {
 
@@ -55,6 +63,163 @@ void snake_into(const at::Tensor& x_in, at::Tensor dst, const at::Tensor& a_in, 
   at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) snake_row(xp + c * T, yp + c * ld, T, ap[c], ip[c]);
   });
+}
+
+at::Tensor istft_spec(const at::Tensor& post_in, int64_t K) {
+  at::Tensor post = post_in.contiguous();
+  const int64_t m = post.size(1);
+  at::Tensor spec = at::empty({2 * K, m}, at::kFloat);
+  const float* lp = post.data_ptr<float>();
+  float* sp = spec.data_ptr<float>();
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t t = 0; t < m; ++t) {
+      const float mag = std::min(std::exp(lp[k * m + t]), 100.f);
+      const float ph = std::sin(lp[(K + k) * m + t]);
+      sp[k * m + t] = mag * std::cos(ph);
+      sp[(K + k) * m + t] = mag * std::sin(ph);
+    }
+  return spec;
+}
+
+// ---- packed direct convolution (AVX-512) ------------------------------------------
+//
+// A register tile of 8 output channels x 16 NV time columns accumulates over
+// (ci, j) in that order with one FMA per term, so every output element is
+// summed in the same order whatever the tile, the column count or the
+// column's position (masked lanes for the tails): chunked and whole runs
+// give identical bits. The weights are packed once at load so the inner
+// loop reads them contiguously; the input is read in place (no packing copy,
+// unlike a GEMM per tap).
+
+namespace {
+
+constexpr int kMR = 8;  // output channels per tile
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CB_AVX512 __attribute__((target("avx512f")))
+
+CB_AVX512 inline __mmask16 lane_mask(int64_t remaining) {
+  return remaining >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << remaining) - 1u);
+}
+
+// One tile: rows [co0, co0 + rows) (rows <= 8), columns [t0, t0 + nt)
+// (nt <= 16 NV).
+template <int NV>
+CB_AVX512 void tile(const float* wp, int64_t cin, int k, int64_t dil, const float* x, int64_t ldx, const float* init,
+                    int64_t ldi, const float* bias, float* out, int64_t ldo, int64_t co0, int rows, int64_t t0,
+                    int64_t nt) {
+  __mmask16 m[NV];
+  for (int v = 0; v < NV; ++v) m[v] = lane_mask(nt - 16 * v);
+  __m512 acc[kMR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < kMR; ++r) {
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) {
+      if (r >= rows)
+        acc[r][v] = _mm512_setzero_ps();
+      else if (init)
+        acc[r][v] = _mm512_maskz_loadu_ps(m[v], init + (co0 + r) * ldi + t0 + 16 * v);
+      else
+        acc[r][v] = _mm512_set1_ps(bias[co0 + r]);
+    }
+  }
+  const float* w = wp;
+  for (int64_t ci = 0; ci < cin; ++ci) {
+    const float* xr = x + ci * ldx + t0;
+    for (int j = 0; j < k; ++j, w += kMR) {
+      const float* xp = xr + j * dil;
+      __m512 xv[NV];
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; ++v) xv[v] = _mm512_maskz_loadu_ps(m[v], xp + 16 * v);
+#pragma GCC unroll 8
+      for (int r = 0; r < kMR; ++r) {
+        const __m512 b = _mm512_set1_ps(w[r]);
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(b, xv[v], acc[r][v]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kMR; ++r) {
+    if (r >= rows) break;
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(out + (co0 + r) * ldo + t0 + 16 * v, m[v], acc[r][v]);
+  }
+}
+
+CB_AVX512 void conv_avx512(const PackedConv& p, int64_t dil, const float* x, int64_t ldx, int64_t n,
+                           const float* init, int64_t ldi, const float* bias, float* out, int64_t ldo, int64_t cb0,
+                           int64_t cb1) {
+  const int64_t panel = p.cin * p.k * kMR;
+  const float* w = p.w.data_ptr<float>();
+  for (int64_t cb = cb0; cb < cb1; ++cb) {
+    const int64_t co0 = cb * kMR;
+    const int rows = static_cast<int>(std::min<int64_t>(kMR, p.cout - co0));
+    int64_t t0 = 0;
+    for (; t0 + 48 <= n; t0 += 48)
+      tile<3>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, 48);
+    const int64_t rest = n - t0;
+    if (rest > 32)
+      tile<3>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
+    else if (rest > 16)
+      tile<2>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
+    else if (rest > 0)
+      tile<1>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
+  }
+}
+
+bool cpu_has_avx512() {
+  static const bool has = [] {
+    if (const char* e = std::getenv("CHATTERBOX_HIFT_BLAS_CONV"); e && e[0] == '1') return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return has;
+}
+#else
+bool cpu_has_avx512() { return false; }
+#endif
+
+}  // namespace
+
+PackedConv pack_conv(const at::Tensor& weight, const at::Tensor& bias) {
+  PackedConv p;
+  p.cout = weight.size(0);
+  p.cin = weight.size(1);
+  p.k = static_cast<int>(weight.size(2));
+  const int64_t blocks = (p.cout + kMR - 1) / kMR;
+  at::Tensor w = at::zeros({blocks * kMR, p.cin, p.k}, at::kFloat);
+  w.narrow(0, 0, p.cout).copy_(weight);
+  // [blocks, 8, Cin, k] -> [blocks, Cin, k, 8]
+  p.w = w.view({blocks, kMR, p.cin, p.k}).permute({0, 2, 3, 1}).contiguous();
+  p.bias = bias.reshape({-1}).to(at::kFloat).contiguous();
+  return p;
+}
+
+bool packed_conv_available() { return cpu_has_avx512(); }
+
+void conv_into(const PackedConv& p, int64_t dil, const at::Tensor& x, const at::Tensor& init, const at::Tensor& out) {
+  const int64_t n = out.size(1);
+  TORCH_CHECK(packed_conv_available(), "conv_into: no AVX-512");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && out.scalar_type() == at::kFloat && x.size(0) == p.cin &&
+                  out.size(0) == p.cout && x.size(1) >= n + (p.k - 1) * dil && (x.size(1) <= 1 || x.stride(1) == 1) &&
+                  (n <= 1 || out.stride(1) == 1),
+              "conv_into: mismatched tensors");
+  const float* ip = nullptr;
+  int64_t ldi = 0;
+  if (init.defined()) {
+    TORCH_CHECK(init.scalar_type() == at::kFloat && init.size(0) == p.cout && init.size(1) == n &&
+                    (n <= 1 || init.stride(1) == 1),
+                "conv_into: mismatched init");
+    ip = init.data_ptr<float>();
+    ldi = init.stride(0);
+  }
+  if (n == 0) return;
+#if defined(__x86_64__) && defined(__GNUC__)
+  const int64_t blocks = (p.cout + kMR - 1) / kMR;
+  conv_avx512(p, dil, x.data_ptr<float>(), x.stride(0), n, ip, ldi, p.bias.data_ptr<float>(), out.data_ptr<float>(),
+              out.stride(0), 0, blocks);
+#endif
 }
 
 }  // namespace chatterbox::hift::kernels

@@ -69,6 +69,28 @@ void append(Cols& c, const ActW& a, const at::Tensor& x, int64_t zeros) {
 
 at::Tensor none_cols(int64_t C, const at::Tensor& like) { return at::empty({C, 0}, like.options()); }
 
+// ---- convolution arithmetic ------------------------------------------------------
+
+// out[:, t] = (init or bias) + sum_j W_j x[:, t + j dil] for t < n; x: the
+// input columns from the first one read (may extend further).
+at::Tensor conv_cols(const ConvW& w, const at::Tensor& x, int64_t n, at::Tensor init) {
+  if (w.packed.w.defined() && kernels::packed_conv_available()) {
+    at::Tensor out = init.defined() ? init : at::empty({w.cout(), n}, w.taps.options());
+    kernels::conv_into(w.packed, w.dil, x, init, out);
+    return out;
+  }
+  // BLAS: one GEMM per tap on shifted column views (no im2col copy).
+  at::Tensor out;
+  if (init.defined()) {
+    out = init;
+    out.addmm_(w.taps[0], x.narrow(1, 0, n));
+  } else {
+    out = at::addmm(w.bias, w.taps[0], x.narrow(1, 0, n));
+  }
+  for (int64_t k = 1; k < w.k; ++k) out.addmm_(w.taps[k], x.narrow(1, k * w.dil, n));
+  return out;
+}
+
 // ---- stride-1 "same" conv ------------------------------------------------------
 
 void conv_init(ConvS& s, const ConvW& w) {
@@ -97,16 +119,9 @@ int64_t conv_ready(const ConvW& w, const ConvS& s, bool at_end, int64_t L) {
 // Outputs [done, done + n): init (a fresh [Cout, n] tensor: bias + residual)
 // or the bias, plus sum_k W_k x[o - pad + k dil].
 at::Tensor conv_run(const ConvW& w, ConvS& s, int64_t n, at::Tensor init) {
-  if (n == 0) return none_cols(w.taps.size(1), w.taps);
+  if (n == 0) return none_cols(w.cout(), w.taps);
   const int64_t off = s.done - w.pad() - s.in.start;
-  at::Tensor out;
-  if (init.defined()) {
-    out = init;
-    out.addmm_(w.taps[0], s.in.data.narrow(1, off, n));
-  } else {
-    out = at::addmm(w.bias, w.taps[0], s.in.data.narrow(1, off, n));
-  }
-  for (int64_t k = 1; k < w.k; ++k) out.addmm_(w.taps[k], s.in.data.narrow(1, off + k * w.dil, n));
+  at::Tensor out = conv_cols(w, s.in.data.narrow(1, off, n + (w.k - 1) * w.dil), n, init);
   s.done += n;
   drop_before(s.in, s.done - w.pad());
   return out;
@@ -120,7 +135,7 @@ at::Tensor conv_step(const ConvW& w, const ActW& a, ConvS& s, const at::Tensor& 
 // ---- strided conv (source downsamplers) ------------------------------------------
 
 void sconv_init(SConvS& s, const SConvW& w) {
-  s.in.data = at::zeros({w.weight.size(1), w.p}, w.weight.options());
+  s.in.data = at::zeros({w.cin, w.p}, at::kFloat);
   s.in.start = -w.p;
   s.done = 0;
 }
@@ -135,10 +150,13 @@ at::Tensor sconv_step(const SConvW& w, SConvS& s, const at::Tensor& x, bool at_e
   }
   append(s.in, ActW{}, x, zeros);
   if (!at_end) hi = floordiv(s.in.end() - w.k + w.p, w.s) + 1;  // output o reads up to s o - p + k - 1
-  if (hi <= s.done) return none_cols(w.weight.size(0), w.weight);
+  const int64_t n = hi - s.done;
+  if (n <= 0) return none_cols(w.block.cout(), w.block.taps);
   const int64_t c0 = w.s * s.done - w.p, c1 = w.s * (hi - 1) - w.p + w.k;
-  at::Tensor win = s.in.data.narrow(1, c0 - s.in.start, c1 - c0).unsqueeze(0);
-  at::Tensor y = at::conv1d(win, w.weight, w.bias, w.s)[0];
+  at::Tensor win = s.in.data.narrow(1, c0 - s.in.start, c1 - c0);
+  // k = 2s: output i reads blocks i and i + 1 of s columns; as rows ci s + r.
+  if (w.s > 1) win = win.reshape({w.cin, n + 1, w.s}).permute({0, 2, 1}).reshape({w.cin * w.s, n + 1});
+  at::Tensor y = conv_cols(w.block, win, n, {});
   s.done = hi;
   drop_before(s.in, w.s * s.done - w.p);
   return y;
@@ -147,8 +165,8 @@ at::Tensor sconv_step(const SConvW& w, SConvS& s, const at::Tensor& x, bool at_e
 // ---- ConvTranspose1d as interleaved causal convs ---------------------------------
 
 void convt_init(ConvTS& s, const ConvTW& w) {
-  const int64_t J = static_cast<int64_t>(w.taps.size());
-  s.in.data = at::zeros({w.taps[0].size(1), J - 1}, w.taps[0].options());
+  const int64_t J = w.J;
+  s.in.data = at::zeros({w.conv.taps.size(2), J - 1}, at::kFloat);
   s.in.start = -(J - 1);
   s.q = 0;
 }
@@ -156,17 +174,15 @@ void convt_init(ConvTS& s, const ConvTW& w) {
 // L: input length; the output has u L columns.
 at::Tensor convt_step(const ConvTW& w, const ActW& a, ConvTS& s, const at::Tensor& x, bool at_end, int64_t L) {
   const int64_t m = x.defined() ? x.size(1) : 0;
-  const int64_t J = static_cast<int64_t>(w.taps.size());
+  const int64_t J = w.J;
   // Output o = u q + r - p needs x[q - J + 1 .. q]; at the end q runs to
   // cover o < u L, with zero input past the last column.
   const int64_t q_end = at_end ? ceildiv(w.u * L + w.p, w.u) : s.in.end() + m;
   append(s.in, a, x, at_end ? std::max<int64_t>(0, q_end - (s.in.end() + m)) : 0);
   const int64_t nq = q_end - s.q;
-  if (nq <= 0) return none_cols(w.cout, w.bias_rows);
-  const int64_t off = s.q - s.in.start;
-  at::Tensor Y = at::addmm(w.bias_rows, w.taps[0], s.in.data.narrow(1, off, nq));  // [u Cout, nq]
-  for (int64_t j = 1; j < J; ++j)
-    Y.narrow(0, 0, w.taps[j].size(0)).addmm_(w.taps[j], s.in.data.narrow(1, off - j, nq));
+  if (nq <= 0) return none_cols(w.cout, w.conv.taps);
+  const int64_t off = s.q - (J - 1) - s.in.start;  // x[q - J + 1]
+  at::Tensor Y = conv_cols(w.conv, s.in.data.narrow(1, off, nq + J - 1), nq, {});  // [u Cout, nq]
   // Row r Cout + c, column q -> output column u q + r (extended index e = o + p).
   at::Tensor Z = Y.view({w.u, w.cout, nq}).permute({1, 2, 0}).reshape({w.cout, nq * w.u});
   const int64_t e0 = w.u * s.q;
@@ -218,7 +234,7 @@ at::Tensor stft_step(const Weights& w, StftS& s, const at::Tensor& src, bool at_
   } else {
     hi = avail > half ? floordiv(avail - half, h) + 1 : 0;  // the left reflection needs sample n_fft/2
   }
-  if (hi <= s.done) return at::empty({w.stft_basis.size(0), 0}, w.stft_basis.options());
+  if (hi <= s.done) return at::empty({w.stft.cout(), 0}, at::kFloat);
   const int64_t lo_s = h * s.done - half, n_s = h * (hi - 1) + half - lo_s;
   at::Tensor buf = at::empty({n_s}, at::kFloat);
   float* b = buf.data_ptr<float>();
@@ -231,7 +247,9 @@ at::Tensor stft_step(const Weights& w, StftS& s, const at::Tensor& src, bool at_
     TORCH_CHECK(pos >= s.src.start && pos < avail, "HiFT stream: STFT sample ", pos, " not kept");
     b[i] = k[pos - s.src.start];
   }
-  at::Tensor frames = at::mm(w.stft_basis, buf.unfold(0, N, h).t());  // [n_fft + 2, hi - done]
+  // Frame f = sum_j basis[:, hop j .. hop j + hop) . block f + j (blocks of hop samples).
+  at::Tensor blocks = buf.view({-1, h}).t().contiguous();
+  at::Tensor frames = conv_cols(w.stft, blocks, hi - s.done, {});  // [n_fft + 2, hi - done]
   s.done = hi;
   // Keep what the next frames read and, for the end's reflection, the last n_fft/2 + 1 samples.
   drop_before(s.src, std::min(h * s.done - half, avail - half - 1));
@@ -255,10 +273,8 @@ float envelope(const Weights& w, int64_t P, int64_t F) {
 at::Tensor istft_step(const Weights& w, IstftS& s, const at::Tensor& post, bool at_end, int64_t F, int64_t L) {
   const int64_t N = w.n_fft, h = w.hop, half = N / 2, R = N / h, K = N / 2 + 1;
   if (post.size(1) > 0) {
-    at::Tensor mag = at::exp(post.narrow(0, 0, K)).clamp_max_(100.0);
-    at::Tensor ph = at::sin(post.narrow(0, K, K));
-    at::Tensor spec = at::cat({mag * at::cos(ph), mag * at::sin(ph)}, 0);
-    push(s.fr, at::mm(w.istft_basis, spec));  // [n_fft, m] windowed time frames
+    at::Tensor spec = kernels::istft_spec(post, K);  // [re(K); im(K)]
+    push(s.fr, conv_cols(w.istft, spec, spec.size(1), {}));  // [n_fft, m] windowed time frames
   }
   // Block q (padded positions [hop q, hop q + hop)) sums frames q - R + 1 .. q.
   int64_t q_end = s.fr.end();
@@ -289,6 +305,16 @@ at::Tensor istft_step(const Weights& w, IstftS& s, const at::Tensor& post, bool 
 }  // namespace
 
 // ---- the graph ---------------------------------------------------------------------
+
+ConvW make_conv(const at::Tensor& weight, const at::Tensor& bias, int dil) {
+  ConvW c;
+  c.k = static_cast<int>(weight.size(2));
+  c.dil = dil;
+  c.taps = weight.permute({2, 0, 1}).contiguous();
+  c.bias = bias.reshape({-1, 1}).contiguous();
+  if (weight.scalar_type() == at::kFloat) c.packed = kernels::pack_conv(weight, bias);
+  return c;
+}
 
 DecoderS decoder_init(const Weights& w) {
   DecoderS s;
@@ -335,7 +361,7 @@ at::Tensor decoder_step(const Weights& w, DecoderS& s, const at::Tensor& mel_ct,
       ++L;
       if (!st.reflected) {
         push(st.first, x);
-        x = none_cols(w.ups[i].cout, w.ups[i].bias_rows);
+        x = none_cols(w.ups[i].cout, w.ups[i].conv.taps);
         if (cols(st.first) >= 2) {
           at::Tensor all = st.first.data;
           st.first = {};
@@ -348,12 +374,12 @@ at::Tensor decoder_step(const Weights& w, DecoderS& s, const at::Tensor& mel_ct,
     at::Tensor si = sconv_step(w.downs[i], st.down, fr, at_end, F);
     push(st.src_q, resblock_step(w.src_rb[i], st.src, si, at_end, L));
     int64_t n = std::min(cols(st.up_q), cols(st.src_q));
-    x = n > 0 ? at::add(take_front(st.up_q, n), take_front(st.src_q, n)) : none_cols(w.ups[i].cout, w.ups[i].bias_rows);
+    x = n > 0 ? at::add(take_front(st.up_q, n), take_front(st.src_q, n)) : none_cols(w.ups[i].cout, w.ups[i].conv.taps);
     for (int j = 0; j < w.nk; ++j) push(st.rb_q[j], resblock_step(w.rb[i * w.nk + j], st.rbs[j], x, at_end, L));
     n = cols(st.rb_q[0]);
     for (int j = 1; j < w.nk; ++j) n = std::min(n, cols(st.rb_q[j]));
     if (n == 0) {
-      x = none_cols(w.ups[i].cout, w.ups[i].bias_rows);
+      x = none_cols(w.ups[i].cout, w.ups[i].conv.taps);
       continue;
     }
     // (rb_0 + rb_1 + ...) / nk, in the reference's order.

@@ -22,6 +22,8 @@
 // snapshot.
 #pragma once
 
+#include "elements/vocoder/hift/hift_kernels.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -38,27 +40,32 @@ struct ActW {
   at::Tensor alpha, inv;  // Snake: alpha [C] and 1 / (alpha + 1e-9) [C]
 };
 
-// Stride-1 Conv1d with "same" zero padding dil (k - 1) / 2 on each side.
+// Stride-1 Conv1d weights; as a layer, "same" zero padding dil (k - 1) / 2
+// on each side. The float32 ones are also packed for kernels::conv_into.
 struct ConvW {
   at::Tensor taps;  // [k, Cout, Cin] (float32, or float64 for the F0 predictor)
   at::Tensor bias;  // [Cout, 1]
+  kernels::PackedConv packed;
   int k = 1, dil = 1;
   int64_t pad() const { return static_cast<int64_t>(dil) * (k - 1) / 2; }
+  int64_t cout() const { return taps.size(1); }
 };
+ConvW make_conv(const at::Tensor& weight, const at::Tensor& bias, int dil);  // weight [Cout, Cin, k]
 
-// Conv1d with stride s, kernel k and zero padding p (source downsamplers).
+// Conv1d with stride s, kernel 2s (1 when s = 1) and zero padding s / 2
+// (source downsamplers), run as a kernel-2 conv over blocks of s columns.
 struct SConvW {
-  at::Tensor weight, bias;  // [Cout, Cin, k], [Cout]
+  ConvW block;  // [Cout, Cin s, 2]: block[:, ci s + r, j] = W[:, ci, s j + r]
   int s = 1, k = 1, p = 0;
+  int64_t cin = 0;
 };
 
-// ConvTranspose1d (stride u, kernel k, padding p). taps[j] [rows_j, Cin]: for
-// the phases r with r + u j < k (the first rows_j / Cout ones), rows
-// r Cout .. (r + 1) Cout - 1 hold W[:, :, r + u j]^T.
+// ConvTranspose1d (stride u, kernel k, padding p) as u interleaved causal
+// convs: conv [u Cout, Cin, J] over x[q - J + 1 .. q], where tap J - 1 - j,
+// rows r Cout .. (r + 1) Cout - 1, is W[:, :, r + u j]^T (zero if r + u j >= k).
 struct ConvTW {
-  std::vector<at::Tensor> taps;
-  at::Tensor bias_rows;  // [u Cout, 1]: the bias of every phase
-  int u = 1, k = 1, p = 0;
+  ConvW conv;
+  int u = 1, k = 1, p = 0, J = 1;
   int64_t cout = 0;
 };
 
@@ -78,8 +85,8 @@ struct Weights {
   std::vector<ResW> src_rb;
   std::vector<ResW> rb;  // nk per stage
   int nk = 1;
-  at::Tensor stft_basis;   // [n_fft + 2, n_fft], window folded in
-  at::Tensor istft_basis;  // [n_fft, n_fft + 2], irfft and window folded in
+  ConvW stft;   // [n_fft + 2, hop, n_fft / hop] over blocks of hop samples, window folded in
+  ConvW istft;  // [n_fft, n_fft + 2, 1]: irfft and window folded in
   std::vector<double> win2;
   // F0 predictor (float64): five k3 convs, ELU after each, linear classifier.
   std::vector<ConvW> f0;
