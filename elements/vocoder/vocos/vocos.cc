@@ -222,9 +222,14 @@ int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1)
 
 }  // namespace
 
-// --- Impl ----------------------------------------------------------------------------
+// --- the shared model --------------------------------------------------------------
+//
+// Everything here is written once, while loading, and only read afterwards:
+// any number of vocoders in any threads run on one model at once. The module
+// tree is in eval mode with gradients off and holds no running statistics;
+// the fast path reads the packed copies alone.
 
-struct VocosVocoder::Impl {
+struct VocosModel::Impl {
   VocosConfig cfg;
   at::Device device{at::kCPU};
   Net net{nullptr};
@@ -232,15 +237,9 @@ struct VocosVocoder::Impl {
   int64_t R = 0;        // receptive frames each side
   int64_t ola_rows = 0;  // ceil(n_fft / hop)
 
-  // Streaming state.
-  int64_t lookahead = 0;
-  int64_t frames_in = 0;
-  int64_t samples_out = 0;
-
   Impl(const VocosConfig& c, at::Device d) : cfg(c), device(d), net(Net(c)) {
     R = cfg.receptive_frames();
     ola_rows = (cfg.n_fft + cfg.hop_length - 1) / cfg.hop_length;
-    lookahead = cfg.exact_lookahead_frames();
   }
 
   void finish_setup() {
@@ -256,13 +255,12 @@ struct VocosVocoder::Impl {
     }
     p = pack(net, cfg);
     check_nola();
-    clear_stream();
   }
 
   // The reference asserts window envelope > 1e-11 on the kept samples; a
   // window/hop pair that violates it cannot be inverted (checked once here,
   // over a span that has both ends and a steady part).
-  void check_nola() {
+  void check_nola() const {
     const int64_t n = 2 * ola_rows + 1;
     at::Tensor env = envelope(n).to(at::kCPU);
     const int64_t off = cfg.trim_samples();
@@ -271,12 +269,6 @@ struct VocosVocoder::Impl {
     if (!(m > 1e-11))
       throw ModelError("Vocos: the iSTFT window with n_fft " + std::to_string(cfg.n_fft) + " and hop " +
                        std::to_string(cfg.hop_length) + " has zero overlap-add envelope (NOLA violated)");
-  }
-
-  void clear_stream() {
-    clear_pipeline();
-    frames_in = 0;
-    samples_out = 0;
   }
 
   at::TensorOptions fopts() const { return at::TensorOptions().dtype(at::kFloat).device(device); }
@@ -442,6 +434,18 @@ struct VocosVocoder::Impl {
     }
     return out.defined() ? out : at::empty({0, cfg.n_fft}, fopts());
   }
+};
+
+// --- streaming state (one per vocoder) ---------------------------------------------
+
+struct VocosVocoder::Impl {
+  std::shared_ptr<const VocosModel> model;  // shared, never written
+  const VocosModel::Impl& m;
+  const VocosConfig& cfg;
+
+  int64_t lookahead = 0;
+  int64_t frames_in = 0;
+  int64_t samples_out = 0;
 
   // Committed stream state.
   std::vector<Stage> stages;
@@ -449,8 +453,21 @@ struct VocosVocoder::Impl {
   int64_t fin_start = 0;
   int64_t fin_count = 0;
 
+  explicit Impl(std::shared_ptr<const VocosModel> shared)
+      : model(std::move(shared)), m(model->impl()), cfg(m.cfg), lookahead(cfg.exact_lookahead_frames()) {
+    clear_stream();
+  }
+
+  void clear_stream() {
+    clear_pipeline();
+    frames_in = 0;
+    samples_out = 0;
+  }
+
+  at::TensorOptions fopts() const { return m.fopts(); }
+
   void clear_pipeline() {
-    stages.assign(p.blocks.size() + 1, Stage{});
+    stages.assign(m.p.blocks.size() + 1, Stage{});
     for (size_t s = 0; s < stages.size(); ++s)
       stages[s].in = at::empty({0, s == 0 ? cfg.input_channels : cfg.dim}, fopts());
     fin = at::empty({0, cfg.n_fft}, fopts());
@@ -467,7 +484,7 @@ struct VocosVocoder::Impl {
   // Emits trimmed samples [samples_out, min(target, output_samples(frames_in))).
   // at_end: frames_in is the true end of the utterance.
   at::Tensor render(int64_t target, bool at_end) {
-    at::Tensor fresh = advance(stages, at_end);
+    at::Tensor fresh = m.advance(stages, at_end);
     if (fresh.size(0) > 0) {
       fin = fin.size(0) == 0 ? fresh : at::cat({fin, fresh}, 0);
       fin_count += fresh.size(0);
@@ -484,10 +501,10 @@ struct VocosVocoder::Impl {
       // Samples beyond the final frames (a lookahead below the exact one):
       // finish a copy of the pipeline as if the utterance ended here.
       std::vector<Stage> provisional = stages;
-      frames = at::cat({frames, advance(provisional, true)}, 0);  // up to frame N-1
+      frames = at::cat({frames, m.advance(provisional, true)}, 0);  // up to frame N-1
     }
     frames = frames.narrow(0, t_lo - fin_start, t_hi - t_lo + 1);
-    at::Tensor out = overlap_add(frames.unsqueeze(0), t_lo, u0, u1).view({-1}).to(at::kCPU);
+    at::Tensor out = m.overlap_add(frames.unsqueeze(0), t_lo, u0, u1).view({-1}).to(at::kCPU);
     samples_out = end;
     // The next call starts at frame next_lo or later (samples_out only grows).
     const int64_t next_lo = std::max<int64_t>(0, floor_div(samples_out + off - cfg.n_fft, hop) + 1);
@@ -506,7 +523,7 @@ struct VocosVocoder::Impl {
       throw std::invalid_argument("Vocos feed: expected frames [T, " + std::to_string(cfg.input_channels) +
                                   "], got " + shape_str(frames.sizes()));
     if (frames.size(0) > 0) {
-      at::Tensor f = frames.to(device, at::kFloat).contiguous();
+      at::Tensor f = frames.to(m.device, at::kFloat).contiguous();
       Stage& s0 = stages[0];
       s0.in = s0.in.size(0) == 0 ? f.clone() : at::cat({s0.in, f}, 0);
       frames_in += frames.size(0);
@@ -524,12 +541,14 @@ struct VocosVocoder::Impl {
   }
 };
 
-// --- public class ------------------------------------------------------------
+// --- public classes ------------------------------------------------------------
 
-VocosVocoder::VocosVocoder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-VocosVocoder::~VocosVocoder() = default;
+VocosModel::VocosModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+VocosModel::~VocosModel() = default;
 
-std::unique_ptr<VocosVocoder> VocosVocoder::load(const std::string& path, const VocosLoadOptions& opts) {
+void set_vocos_threads(int threads) { apply_thread_option(threads); }
+
+std::shared_ptr<const VocosModel> VocosModel::load(const std::string& path, const VocosLoadOptions& opts) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::exists(path, ec))
@@ -573,11 +592,11 @@ std::unique_ptr<VocosVocoder> VocosVocoder::load(const std::string& path, const 
                        "' holds NaN or infinite values; the file is damaged");
   }
   impl->finish_setup();
-  return std::unique_ptr<VocosVocoder>(new VocosVocoder(std::move(impl)));
+  return std::shared_ptr<const VocosModel>(new VocosModel(std::move(impl)));
 }
 
-std::unique_ptr<VocosVocoder> VocosVocoder::random(const VocosConfig& cfg, uint64_t seed,
-                                                   const VocosLoadOptions& opts) {
+std::shared_ptr<const VocosModel> VocosModel::random(const VocosConfig& cfg, uint64_t seed,
+                                                     const VocosLoadOptions& opts) {
   cfg.validate();
   const at::Device device = parse_device(opts.device);
   apply_thread_option(opts.threads);
@@ -610,18 +629,40 @@ std::unique_ptr<VocosVocoder> VocosVocoder::random(const VocosConfig& cfg, uint6
     }
   }
   impl->finish_setup();
-  return std::unique_ptr<VocosVocoder>(new VocosVocoder(std::move(impl)));
+  return std::shared_ptr<const VocosModel>(new VocosModel(std::move(impl)));
 }
 
-const VocosConfig& VocosVocoder::config() const { return impl_->cfg; }
-std::string VocosVocoder::device() const { return impl_->device.str(); }
+const VocosConfig& VocosModel::config() const { return impl_->cfg; }
+std::string VocosModel::device() const { return impl_->device.str(); }
+const void* VocosModel::weights_data() const { return impl_->p.embed_w.data_ptr(); }
 
-std::map<std::string, at::Tensor> VocosVocoder::state_dict() const {
+std::map<std::string, at::Tensor> VocosModel::state_dict() const {
   std::map<std::string, at::Tensor> out;
   for (const auto& kv : impl_->net->named_parameters()) out[kv.key()] = kv.value().detach().to(at::kCPU).clone();
   for (const auto& kv : impl_->net->named_buffers()) out[kv.key()] = kv.value().detach().to(at::kCPU).clone();
   return out;
 }
+
+VocosVocoder::VocosVocoder(std::shared_ptr<const VocosModel> model) {
+  if (!model) throw std::invalid_argument("VocosVocoder: no model");
+  impl_ = std::make_unique<Impl>(std::move(model));
+}
+VocosVocoder::~VocosVocoder() = default;
+
+std::unique_ptr<VocosVocoder> VocosVocoder::load(const std::string& path, const VocosLoadOptions& opts) {
+  return std::make_unique<VocosVocoder>(VocosModel::load(path, opts));
+}
+
+std::unique_ptr<VocosVocoder> VocosVocoder::random(const VocosConfig& cfg, uint64_t seed,
+                                                   const VocosLoadOptions& opts) {
+  return std::make_unique<VocosVocoder>(VocosModel::random(cfg, seed, opts));
+}
+
+const std::shared_ptr<const VocosModel>& VocosVocoder::model() const { return impl_->model; }
+
+const VocosConfig& VocosVocoder::config() const { return impl_->cfg; }
+std::string VocosVocoder::device() const { return impl_->model->device(); }
+std::map<std::string, at::Tensor> VocosVocoder::state_dict() const { return impl_->model->state_dict(); }
 
 const MelFormat& VocosVocoder::mel_format() const { return impl_->cfg.mel; }
 int64_t VocosVocoder::default_lookahead_frames() const { return impl_->cfg.exact_lookahead_frames(); }
@@ -636,7 +677,7 @@ void VocosVocoder::reset() { impl_->clear_stream(); }
 int64_t VocosVocoder::samples_out() const { return impl_->samples_out; }
 int64_t VocosVocoder::frames_in() const { return impl_->frames_in; }
 int64_t VocosVocoder::buffered_frames() const { return impl_->held_frames(); }
-at::Tensor VocosVocoder::forward(const at::Tensor& mel) { return impl_->forward(mel); }
+at::Tensor VocosVocoder::forward(const at::Tensor& mel) { return impl_->m.forward(mel); }
 
 at::Tensor VocosVocoder::backbone(const at::Tensor& mel) const {
   torch::NoGradGuard ng;
@@ -644,8 +685,8 @@ at::Tensor VocosVocoder::backbone(const at::Tensor& mel) const {
     throw std::invalid_argument("Vocos backbone: expected mel [B, " + std::to_string(impl_->cfg.input_channels) +
                                 ", T], got " + shape_str(mel.sizes()));
   ComputeThreads threads;
-  at::Tensor x = mel.to(impl_->device, at::kFloat).transpose(1, 2).contiguous();
-  return impl_->backbone_cl(x).to(mel.device());
+  at::Tensor x = mel.to(impl_->m.device, at::kFloat).transpose(1, 2).contiguous();
+  return impl_->m.backbone_cl(x).to(mel.device());
 }
 
 std::pair<at::Tensor, at::Tensor> VocosVocoder::head_mag_phase(const at::Tensor& backbone_out) const {
@@ -655,7 +696,7 @@ std::pair<at::Tensor, at::Tensor> VocosVocoder::head_mag_phase(const at::Tensor&
     throw std::invalid_argument("Vocos head: expected [B, T, " + std::to_string(c.dim) + "], got " +
                                 shape_str(backbone_out.sizes()));
   const int64_t B = backbone_out.size(0), T = backbone_out.size(1), F = c.n_fft / 2 + 1;
-  at::Tensor z = impl_->head_linear(backbone_out.to(impl_->device, at::kFloat)).view({B, T, c.n_fft + 2});
+  at::Tensor z = impl_->m.head_linear(backbone_out.to(impl_->m.device, at::kFloat)).view({B, T, c.n_fft + 2});
   at::Tensor mag = z.narrow(2, 0, F).exp().clamp_max_(c.mag_clip_max);
   at::Tensor phase = z.narrow(2, F, F);
   return {mag.transpose(1, 2).to(backbone_out.device()), phase.transpose(1, 2).to(backbone_out.device())};
@@ -665,9 +706,11 @@ at::Tensor VocosVocoder::forward_reference(const at::Tensor& mel_in) const {
   torch::NoGradGuard ng;
   ComputeThreads threads;  // same thread policy, so timings compare operation order only
   const auto& c = impl_->cfg;
-  auto& bb = *impl_->net->backbone;
-  auto& head = *impl_->net->head;
-  at::Tensor x = mel_in.to(impl_->device, at::kFloat);
+  // The module tree's forward() methods are not const; they write nothing.
+  VocosModel::Impl& M = impl_->model->impl();
+  auto& bb = *M.net->backbone;
+  auto& head = *M.net->head;
+  at::Tensor x = mel_in.to(impl_->m.device, at::kFloat);
   // VocosBackbone.forward
   x = bb.embed->forward(x);
   x = bb.norm->forward(x.transpose(1, 2)).transpose(1, 2);

@@ -85,27 +85,67 @@ struct VocosLoadOptions {
   int threads = 0;
 };
 
-class VocosVocoder : public StreamingVocoder {
+// Applies VocosLoadOptions::threads (process-wide; 0 leaves the settings).
+// load() does it; a user handed an already loaded (shared) model calls it.
+void set_vocos_threads(int threads);
+
+// The immutable part of a Vocos: configuration, weights (module tree and the
+// packed fast-path copies) and device. Nothing writes to it after loading, so
+// any number of VocosVocoder instances, in any threads, may run on one model
+// at once (the element shares one per model file through ModelCache).
+class VocosModel {
  public:
   // `path`: a checkpoint file (safetensors or torch zip), or a directory with
   // pytorch_model.bin (or model.safetensors) and optionally config.yaml.
   // Throws ModelError (file, tensor, what to do) on any problem.
+  static std::shared_ptr<const VocosModel> load(const std::string& path, const VocosLoadOptions& opts = {});
+  // Seeded random weights of sensible scale (benchmarks, tests); the same
+  // seed gives the same weights.
+  static std::shared_ptr<const VocosModel> random(const VocosConfig& cfg, uint64_t seed,
+                                                  const VocosLoadOptions& opts = {});
+  ~VocosModel();
+  VocosModel(const VocosModel&) = delete;
+  VocosModel& operator=(const VocosModel&) = delete;
+
+  const VocosConfig& config() const;
+  std::string device() const;
+  // Weights under the reference state-dict names (CPU, float32 copies).
+  std::map<std::string, at::Tensor> state_dict() const;
+  // Address of the first packed weight's data: two models give the same
+  // address exactly when they are one set of weights in memory (tests of
+  // sharing).
+  const void* weights_data() const;
+
+  // Library-internal (the type is defined in vocos.cc).
+  struct Impl;
+  Impl& impl() const { return *impl_; }
+
+ private:
+  explicit VocosModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+class VocosVocoder : public StreamingVocoder {
+ public:
+  // A vocoder with its own streaming state on a (possibly shared) model.
+  explicit VocosVocoder(std::shared_ptr<const VocosModel> model);
+  // VocosModel::load / random plus a vocoder on it (a private model).
   static std::unique_ptr<VocosVocoder> load(const std::string& path, const VocosLoadOptions& opts = {});
-  // A model with seeded random weights of sensible scale (benchmarks, tests);
-  // the same seed gives the same weights.
   static std::unique_ptr<VocosVocoder> random(const VocosConfig& cfg, uint64_t seed,
                                               const VocosLoadOptions& opts = {});
   ~VocosVocoder() override;
   VocosVocoder(const VocosVocoder&) = delete;
   VocosVocoder& operator=(const VocosVocoder&) = delete;
 
+  const std::shared_ptr<const VocosModel>& model() const;
   const VocosConfig& config() const;
   std::string device() const;
   // Weights under the reference state-dict names (CPU, float32), e.g. to save
   // a random model with write_safetensors.
   std::map<std::string, at::Tensor> state_dict() const;
 
-  // StreamingVocoder. Not thread-safe: one utterance stream per instance.
+  // StreamingVocoder. One utterance stream per instance: an instance is used
+  // by one thread at a time (instances sharing a model are independent).
   // The default lookahead is exact_lookahead_frames(): the smallest for which
   // streamed output equals the whole-utterance output (to float rounding).
   const MelFormat& mel_format() const override;
