@@ -274,6 +274,15 @@ static GstStateChangeReturn gst_mel_spec_change_state(GstElement* element, GstSt
 static void gst_mel_spec_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   GstMelSpec* self = GST_MEL_SPEC(object);
   GST_OBJECT_LOCK(self);
+  if (GST_STATE(self) > GST_STATE_READY || GST_STATE_PENDING(self) > GST_STATE_READY) {
+    // The recipe is fixed when the caps are negotiated: a change now would
+    // silently not apply (or change the features mid-utterance).
+    GST_OBJECT_UNLOCK(self);
+    GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS,
+                        ("'%s' can only change in the NULL or READY state: ignored", pspec->name),
+                        ("the mel recipe is fixed when the caps are negotiated"));
+    return;
+  }
   switch (id) {
     case PROP_PRESET: self->preset = static_cast<GstMelSpecPreset>(g_value_get_enum(value)); break;
     case PROP_N_MELS: self->n_mels = g_value_get_int(value); break;
@@ -319,7 +328,8 @@ static void gst_mel_spec_class_init(GstMelSpecClass* klass) {
   const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY);
   g_object_class_install_property(gobject_class, PROP_PRESET,
       g_param_spec_enum("preset", "Preset",
-                        "Feature recipe used when downstream does not constrain the mel caps",
+                        "Feature recipe used when downstream does not constrain the mel caps. This and the "
+                        "overrides below change in the NULL or READY state only (refused with a warning later).",
                         gst_mel_spec_preset_get_type(), PRESET_S3GEN, rw));
   g_object_class_install_property(gobject_class, PROP_N_MELS,
       g_param_spec_int("n-mels", "Mel bands", "Override the preset's number of mel bands (0: preset)", 0, 1024, 0, rw));

@@ -3,6 +3,7 @@
 #include "elements/s3gen/flow/s3gen_flow.h"
 #include "gst-plugins/caps.h"
 #include "gst-plugins/core/checkpoint.h"
+#include "gst-plugins/core/model_cache.h"
 #include "gst-plugins/elements.h"
 #include "gst-plugins/output_timing.h"
 
@@ -34,13 +35,21 @@ struct _GstS3GenMel {
   guint64 seed;
   guint chunk_tokens;  // 0: whole utterance (exact)
 
-  // Loaded in NULL -> READY.
-  std::optional<chatterbox::S3GenFlow> flow;
+  // Loaded in NULL -> READY. The flow weights are shared with every
+  // s3genmel naming the same file (ModelCache).
+  std::shared_ptr<const chatterbox::S3GenFlow> flow;
   std::optional<chatterbox::S3GenVoice> voice;
   at::Tensor noise;  // from noise-file, or undefined
 
   // Current utterance.
   std::vector<int64_t> tokens;  // whole-utterance mode: everything; streaming: not yet pushed
+  std::vector<uint8_t> partial;  // bytes of a token split across buffers (< 4)
+  // The live settings, read under the object lock when an utterance starts
+  // (a change while playing applies from the next utterance).
+  gint cur_n_timesteps;
+  gdouble cur_cfg_rate;
+  guint64 cur_seed;
+  guint cur_chunk_tokens;
   std::unique_ptr<chatterbox::S3GenFlowStreamer> streamer;
   gint64 frames_out;
   guint64 utterances;
@@ -85,14 +94,24 @@ static at::Tensor token_tensor(const std::vector<int64_t>& ids) {
 
 static chatterbox::S3GenStreamerOptions streamer_options(GstS3GenMel* self) {
   chatterbox::S3GenStreamerOptions o;
-  o.n_timesteps = self->n_timesteps > 0 ? self->n_timesteps : -1;
-  o.cfg_rate = self->cfg_rate;
-  o.seed = self->seed + self->utterances;
+  o.n_timesteps = self->cur_n_timesteps > 0 ? self->cur_n_timesteps : -1;
+  o.cfg_rate = self->cur_cfg_rate;
+  o.seed = self->cur_seed + self->utterances;
   return o;
+}
+
+// Bytes of a token that never completed: dropped, visibly.
+static void drop_partial_token(GstS3GenMel* self) {
+  if (self->partial.empty()) return;
+  GST_ELEMENT_WARNING(self, STREAM, DECODE,
+                      ("Dropping %zu trailing bytes: not a whole S32 token", self->partial.size()),
+                      ("the utterance ended in the middle of a 4-byte token id"));
+  self->partial.clear();
 }
 
 // Ends the current utterance: decodes what is left and pushes it.
 static GstFlowReturn finish_utterance(GstS3GenMel* self) {
+  drop_partial_token(self);
   if (!self->in_utterance) return GST_FLOW_OK;
   self->in_utterance = FALSE;
   GstFlowReturn ret = GST_FLOW_OK;
@@ -105,9 +124,9 @@ static GstFlowReturn finish_utterance(GstS3GenMel* self) {
       self->streamer.reset();
     } else if (!self->tokens.empty()) {
       chatterbox::S3GenInferenceOptions o;
-      o.n_timesteps = self->n_timesteps > 0 ? self->n_timesteps : -1;
-      o.cfg_rate = self->cfg_rate;
-      o.seed = self->seed + self->utterances;
+      o.n_timesteps = self->cur_n_timesteps > 0 ? self->cur_n_timesteps : -1;
+      o.cfg_rate = self->cur_cfg_rate;
+      o.seed = self->cur_seed + self->utterances;
       if (self->noise.defined()) o.noise = self->noise;
       GST_DEBUG_OBJECT(self, "decoding an utterance of %zu tokens", self->tokens.size());
       ret = push_mel(self, self->flow->inference(token_tensor(self->tokens), *self->voice, o));
@@ -136,26 +155,37 @@ static GstFlowReturn gst_s3gen_mel_chain(GstPad*, GstObject* parent, GstBuffer* 
     self->in_utterance = TRUE;
     self->frames_out = 0;
     self->timing.begin_utterance(buf);
-    if (self->chunk_tokens > 0)
+    GST_OBJECT_LOCK(self);
+    self->cur_n_timesteps = self->n_timesteps;
+    self->cur_cfg_rate = self->cfg_rate;
+    self->cur_seed = self->seed;
+    self->cur_chunk_tokens = self->chunk_tokens;
+    GST_OBJECT_UNLOCK(self);
+    if (self->cur_chunk_tokens > 0)
       self->streamer = std::make_unique<chatterbox::S3GenFlowStreamer>(*self->flow, *self->voice, streamer_options(self));
   }
   GstMapInfo map;
   gst_buffer_map(buf, &map, GST_MAP_READ);
-  const gsize n = map.size / sizeof(gint32);
-  if (map.size % sizeof(gint32))
-    GST_WARNING_OBJECT(self, "ignoring %" G_GSIZE_FORMAT " bytes that are not a whole S32 token", map.size % 4);
-  const auto* ids = reinterpret_cast<const gint32*>(map.data);
-  for (gsize i = 0; i < n; ++i) {
-    // Upstream drops ids outside the codebook (T3's start/stop and unused ids).
-    if (ids[i] < 0 || ids[i] >= 6561) {
-      GST_WARNING_OBJECT(self, "dropping token id %d: outside the 6561-entry S3 codebook", ids[i]);
-      continue;
-    }
-    self->tokens.push_back(ids[i]);
-  }
+  // A token may straddle buffers (any byte source, e.g. filesrc blocksize):
+  // its first bytes wait for the rest.
+  std::vector<uint8_t> bytes(self->partial);
+  bytes.insert(bytes.end(), map.data, map.data + map.size);
   gst_buffer_unmap(buf, &map);
   gst_buffer_unref(buf);
-  if (self->streamer && self->tokens.size() >= self->chunk_tokens) {
+  const gsize n = bytes.size() / sizeof(gint32);
+  self->partial.assign(bytes.begin() + n * sizeof(gint32), bytes.end());
+  for (gsize i = 0; i < n; ++i) {
+    gint32 id;
+    std::memcpy(&id, bytes.data() + i * sizeof(gint32), sizeof id);
+    id = GINT32_FROM_LE(id);
+    // Upstream drops ids outside the codebook (T3's start/stop and unused ids).
+    if (id < 0 || id >= 6561) {
+      GST_WARNING_OBJECT(self, "dropping token id %d: outside the 6561-entry S3 codebook", id);
+      continue;
+    }
+    self->tokens.push_back(id);
+  }
+  if (self->streamer && self->tokens.size() >= self->cur_chunk_tokens) {
     try {
       ret = push_mel(self, self->streamer->push(token_tensor(self->tokens)));
       self->tokens.clear();
@@ -192,8 +222,12 @@ static gboolean gst_s3gen_mel_sink_event(GstPad* pad, GstObject* parent, GstEven
       return gst_pad_event_default(pad, parent, event);
     case GST_EVENT_FLUSH_STOP:
       self->tokens.clear();
+      self->partial.clear();
       self->streamer.reset();
       self->in_utterance = FALSE;
+      // Utterances count from the last flush, as in t3: a seek back to the
+      // start gives the same mel as the first play.
+      self->utterances = 0;
       self->timing.flush();
       return gst_pad_push_event(self->srcpad, event);
     default:
@@ -244,7 +278,9 @@ static gboolean load(GstS3GenMel* self) {
     return FALSE;
   }
   try {
-    self->flow.emplace(chatterbox::S3GenFlow::load(model));
+    self->flow = chatterbox::ModelCache::global().get<chatterbox::S3GenFlow>(
+        chatterbox::ModelCache::make_key("s3gen", {model}, device),
+        [&] { return std::make_shared<const chatterbox::S3GenFlow>(chatterbox::S3GenFlow::load(model)); });
   } catch (const std::exception& e) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load model '%s': %s", model.c_str(), e.what()), (nullptr));
     return FALSE;
@@ -283,6 +319,7 @@ static GstStateChangeReturn gst_s3gen_mel_change_state(GstElement* element, GstS
       self->in_utterance = FALSE;
       self->utterances = 0;
       self->tokens.clear();
+      self->partial.clear();
       break;
     default:
       break;
@@ -312,6 +349,15 @@ static void set_string(gchar** dst, const GValue* value) {
 static void gst_s3gen_mel_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   GstS3GenMel* self = GST_S3GEN_MEL(object);
   GST_OBJECT_LOCK(self);
+  const bool file = id == PROP_MODEL || id == PROP_VOICE || id == PROP_NOISE_FILE || id == PROP_DEVICE;
+  if (file && (GST_STATE(self) != GST_STATE_NULL || GST_STATE_PENDING(self) != GST_STATE_VOID_PENDING)) {
+    // Loaded in READY and up: a new file would silently not apply.
+    GST_OBJECT_UNLOCK(self);
+    GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS,
+                        ("'%s' can only change in the NULL state: ignored (the model is loaded)", pspec->name),
+                        ("set it before the pipeline starts, or set the element to NULL first"));
+    return;
+  }
   switch (id) {
     case PROP_MODEL: set_string(&self->model, value); break;
     case PROP_VOICE: set_string(&self->voice_path, value); break;
@@ -349,10 +395,11 @@ static void gst_s3gen_mel_finalize(GObject* object) {
   g_free(self->voice_path);
   g_free(self->noise_file);
   g_free(self->device);
-  self->flow.~optional();
+  self->flow.~shared_ptr();
   self->voice.~optional();
   self->noise.~Tensor();
   self->tokens.~vector();
+  self->partial.~vector();
   self->streamer.~unique_ptr();
   G_OBJECT_CLASS(gst_s3gen_mel_parent_class)->finalize(object);
 }
@@ -365,40 +412,56 @@ static void gst_s3gen_mel_class_init(GstS3GenMelClass* klass) {
   gobject_class->get_property = gst_s3gen_mel_get_property;
   gobject_class->finalize = gst_s3gen_mel_finalize;
   element_class->change_state = gst_s3gen_mel_change_state;
+  // Files and device: read when going to READY, refused (with a warning) in
+  // any other state. Decoding settings: read when an utterance starts.
   const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  const GParamFlags live = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
   g_object_class_install_property(gobject_class, PROP_MODEL,
       g_param_spec_string("model", "Model",
                           "Chatterbox's s3gen.safetensors (or s3gen.pt; its flow. tensors are used) or a flow-only "
-                          "checkpoint with a config; loaded when going to READY",
+                          "checkpoint with a config; loaded when going to READY (s3genmel elements naming the same "
+                          "file share one copy of the weights). Changeable in the NULL state only.",
                           nullptr, rw));
   g_object_class_install_property(gobject_class, PROP_VOICE,
       g_param_spec_string("voice", "Voice",
                           "Conds file giving the prompt tokens, prompt mel and x-vector: Chatterbox's conds.pt, or "
-                          "safetensors with gen.prompt_token [1,P], gen.prompt_feat [1,2P,80], gen.embedding [1,192]",
+                          "safetensors with gen.prompt_token [1,P], gen.prompt_feat [1,2P,80], gen.embedding [1,192]. "
+                          "Changeable in the NULL state only.",
                           nullptr, rw));
   g_object_class_install_property(gobject_class, PROP_N_TIMESTEPS,
-      g_param_spec_int("n-timesteps", "Steps", "Euler steps of the flow ODE (0: the model's, 10)", 0, 1000, 0, rw));
+      g_param_spec_int("n-timesteps", "Steps",
+                       "Euler steps of the flow ODE (0: the model's, 10). Changeable while playing: applies from the "
+                       "next utterance.",
+                       0, 1000, 0, live));
   g_object_class_install_property(gobject_class, PROP_CFG_RATE,
-      g_param_spec_double("cfg-rate", "CFG rate", "Classifier-free guidance rate (negative: the model's, 0.7)", -1.0,
-                          100.0, -1.0, rw));
+      g_param_spec_double("cfg-rate", "CFG rate",
+                          "Classifier-free guidance rate (negative: the model's, 0.7). Changeable while playing: "
+                          "applies from the next utterance.",
+                          -1.0, 100.0, -1.0, live));
   g_object_class_install_property(gobject_class, PROP_SEED,
       g_param_spec_uint64("seed", "Seed",
-                          "Seed of the initial noise (utterance n uses seed + n): the same seed gives the same mel",
-                          0, G_MAXUINT64, 0, rw));
+                          "Seed of the initial noise (utterance n, counted from the start or the last flush, uses "
+                          "seed + n): the same seed gives the same mel. "
+                          "Changeable while playing: applies from the next utterance.",
+                          0, G_MAXUINT64, 0, live));
   g_object_class_install_property(gobject_class, PROP_NOISE_FILE,
       g_param_spec_string("noise-file", "Noise file",
                           "Safetensors holding 'noise' [1, 80, N] used as the initial noise (first frames used) to "
-                          "reproduce a reference run exactly; whole-utterance mode only",
+                          "reproduce a reference run exactly; whole-utterance mode only. Changeable in the NULL state "
+                          "only.",
                           nullptr, rw));
   g_object_class_install_property(gobject_class, PROP_DEVICE,
-      g_param_spec_string("device", "Device", "Where to run: 'cpu' (the only one this version supports)", "cpu", rw));
+      g_param_spec_string("device", "Device",
+                          "Where to run: 'cpu' (the only one this version supports). Changeable in the NULL state only.",
+                          "cpu", rw));
   g_object_class_install_property(gobject_class, PROP_CHUNK_TOKENS,
       g_param_spec_uint("chunk-tokens", "Chunk tokens",
                         "0 (default): decode each utterance whole at its end (DISCONT or EOS), exactly as the "
                         "reference. N > 0: stream, re-decoding all tokens so far every N tokens and emitting the new "
                         "frames (upstream's S3GenStreamer rule; the last 3 tokens wait as look-ahead). Streamed "
-                        "frames differ from whole-utterance ones (see tests/s3gen for measurements).",
-                        0, 100000, 0, rw));
+                        "frames differ from whole-utterance ones (see tests/s3gen for measurements). Changeable "
+                        "while playing: applies from the next utterance.",
+                        0, 100000, 0, live));
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);
   gst_element_class_set_static_metadata(element_class, "S3Gen token-to-mel", "Codec/Decoder/Audio",
@@ -408,10 +471,11 @@ static void gst_s3gen_mel_class_init(GstS3GenMelClass* klass) {
 }
 
 static void gst_s3gen_mel_init(GstS3GenMel* self) {
-  new (&self->flow) std::optional<chatterbox::S3GenFlow>();
+  new (&self->flow) std::shared_ptr<const chatterbox::S3GenFlow>();
   new (&self->voice) std::optional<chatterbox::S3GenVoice>();
   new (&self->noise) at::Tensor();
   new (&self->tokens) std::vector<int64_t>();
+  new (&self->partial) std::vector<uint8_t>();
   new (&self->streamer) std::unique_ptr<chatterbox::S3GenFlowStreamer>();
   self->sinkpad = gst_pad_new_from_static_template(&sink_template, "sink");
   gst_pad_set_chain_function(self->sinkpad, gst_s3gen_mel_chain);

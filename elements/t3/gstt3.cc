@@ -4,6 +4,7 @@
 #include "elements/t3/model/text_frontend.h"
 #include "gst-plugins/caps.h"
 #include "gst-plugins/core/checkpoint.h"
+#include "gst-plugins/core/model_cache.h"
 #include "gst-plugins/elements.h"
 
 #include <ATen/ATen.h>
@@ -36,7 +37,7 @@ constexpr size_t kMaxUtteranceChars = 300;
 
 // Loaded at NULL -> READY, released at READY -> NULL.
 struct Loaded {
-  T3Model model;
+  std::shared_ptr<const T3Model> model;  // shared with every t3 naming the same file
   EnTokenizer tokenizer;
   T3Cond cond;
   std::string model_path;
@@ -285,16 +286,18 @@ static gboolean load_model(GstT3* self) {
   std::string stage = "model '" + model + "'";
   try {
     GST_INFO_OBJECT(self, "loading T3 model %s", model.c_str());
-    T3Model m = T3Model::load(model);
+    std::shared_ptr<const T3Model> m = chatterbox::ModelCache::global().get<T3Model>(
+        chatterbox::ModelCache::make_key("t3", {model}, "cpu"),
+        [&] { return std::make_shared<const T3Model>(T3Model::load(model)); });
     stage = "tokenizer '" + tokenizer + "'";
     if (!g_file_test(tokenizer.c_str(), G_FILE_TEST_IS_REGULAR))
       throw chatterbox::ModelError("the file does not exist (set the 'tokenizer' property)");
-    EnTokenizer tok = EnTokenizer::from_file(tokenizer, m.config().text_tokens_dict_size);
+    EnTokenizer tok = EnTokenizer::from_file(tokenizer, m->config().text_tokens_dict_size);
     stage = "voice '" + voice + "'";
     if (!g_file_test(voice.c_str(), G_FILE_TEST_IS_REGULAR))
       throw chatterbox::ModelError("the file does not exist (set the 'voice' property)");
     T3Cond cond = T3Cond::load(voice);
-    m.cond_embedding(cond);  // validates the voice against the model now rather than on the first text
+    m->cond_embedding(cond);  // validates the voice against the model now rather than on the first text
     self->st->loaded.reset(new Loaded{std::move(m), std::move(tok), std::move(cond), model});
   } catch (const std::exception& e) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load T3 %s: %s", stage.c_str(), e.what()), (nullptr));
@@ -378,7 +381,7 @@ static GstFlowReturn generate_utterance(GstT3* self, const std::string& text, co
   GST_DEBUG_OBJECT(self, "utterance %" G_GUINT64_FORMAT ": \"%s\" -> %zu text tokens", self->utterances,
                    normalized.c_str(), ids.size());
   const guint64 first_token = self->next_token;
-  T3Generator gen(L.model, opts);
+  T3Generator gen(*L.model, opts);
   gen.start(ids, cond);
 
   std::vector<int32_t> pending;
@@ -391,7 +394,7 @@ static GstFlowReturn generate_utterance(GstT3* self, const std::string& text, co
     const int64_t tok = gen.next_token();
     if (tok < 0) break;
     if (tok >= kS3Vocab) {  // stop token, or an id outside the codebook (generate drops them)
-      if (tok != L.model.config().stop_speech_token) ++dropped;
+      if (tok != L.model->config().stop_speech_token) ++dropped;
       continue;
     }
     pending.push_back(static_cast<int32_t>(tok));
@@ -406,7 +409,7 @@ static GstFlowReturn generate_utterance(GstT3* self, const std::string& text, co
   const guint64 produced = self->next_token - first_token;
   if (dropped) GST_DEBUG_OBJECT(self, "dropped %" G_GINT64_FORMAT " ids outside the S3 codebook", dropped);
   if (produced == 0) GST_WARNING_OBJECT(self, "utterance \"%s\" produced no speech tokens", normalized.c_str());
-  if (!gen.tokens().empty() && gen.tokens().back() != L.model.config().stop_speech_token)
+  if (!gen.tokens().empty() && gen.tokens().back() != L.model->config().stop_speech_token)
     GST_WARNING_OBJECT(self, "utterance \"%s\" reached max-tokens (%" G_GINT64_FORMAT ") without a stop token",
                        normalized.c_str(), opts.max_new_tokens);
   ensure_segment(self);
@@ -544,6 +547,15 @@ static GstStateChangeReturn gst_t3_change_state(GstElement* element, GstStateCha
 static void gst_t3_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   GstT3* self = GST_T3(object);
   GST_OBJECT_LOCK(self);
+  const bool file = id == PROP_MODEL || id == PROP_TOKENIZER || id == PROP_VOICE || id == PROP_DEVICE;
+  if (file && (GST_STATE(self) != GST_STATE_NULL || GST_STATE_PENDING(self) != GST_STATE_VOID_PENDING)) {
+    // Loaded in READY and up: a new file would silently not apply.
+    GST_OBJECT_UNLOCK(self);
+    GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS,
+                        ("'%s' can only change in the NULL state: ignored (the model is loaded)", pspec->name),
+                        ("set it before the pipeline starts, or set the element to NULL first"));
+    return;
+  }
   switch (id) {
     case PROP_MODEL: g_free(self->model); self->model = g_value_dup_string(value); break;
     case PROP_TOKENIZER: g_free(self->tokenizer); self->tokenizer = g_value_dup_string(value); break;
@@ -612,7 +624,8 @@ static void gst_t3_class_init(GstT3Class* klass) {
   gobject_class->finalize = gst_t3_finalize;
   element_class->change_state = gst_t3_change_state;
 
-  // Files and device: read when the element goes NULL -> READY.
+  // Files and device: read when the element goes NULL -> READY; refused
+  // (with a warning) in any other state.
   const GParamFlags files = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
   // Decoding settings: read at the start of each text buffer (a change applies
   // from the next buffer, never in the middle of an utterance).
@@ -620,23 +633,24 @@ static void gst_t3_class_init(GstT3Class* klass) {
   g_object_class_install_property(gobject_class, PROP_MODEL,
       g_param_spec_string("model", "Model",
                           "T3 weights: Chatterbox's t3_cfg.safetensors, or the folder holding it (with tokenizer.json "
-                          "and conds.pt). Loaded when the element goes to READY.",
+                          "and conds.pt). Loaded when the element goes to READY (t3 elements naming the same file "
+                          "share one copy of the weights). Changeable in the NULL state only.",
                           nullptr, files));
   g_object_class_install_property(gobject_class, PROP_TOKENIZER,
       g_param_spec_string("tokenizer", "Tokenizer",
                           "Hugging Face tokenizer.json of the English text vocabulary (default: tokenizer.json beside "
-                          "the model)",
+                          "the model). Changeable in the NULL state only.",
                           nullptr, files));
   g_object_class_install_property(gobject_class, PROP_VOICE,
       g_param_spec_string("voice", "Voice",
                           "Voice conditionals: conds.pt, or a safetensors file with t3.speaker_emb, "
                           "t3.cond_prompt_speech_tokens and t3.emotion_adv (default: conds.pt beside the model; "
-                          "an error if there is none)",
+                          "an error if there is none). Changeable in the NULL state only.",
                           nullptr, files));
   g_object_class_install_property(gobject_class, PROP_DEVICE,
       g_param_spec_string("device", "Device",
                           "Where T3 runs: 'cpu' (the only device the T3 model supports; anything else is refused "
-                          "when the element goes to READY)",
+                          "when the element goes to READY). Changeable in the NULL state only.",
                           "cpu", files));
   g_object_class_install_property(gobject_class, PROP_GREEDY,
       g_param_spec_boolean("greedy", "Greedy",

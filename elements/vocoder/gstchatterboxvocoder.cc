@@ -92,7 +92,23 @@ static gboolean make_child(GstChatterboxVocoder* self) {
 
 static void gst_chatterbox_vocoder_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   GstChatterboxVocoder* self = GST_CHATTERBOX_VOCODER(object);
-  GstState state = GST_STATE(self);
+  GST_OBJECT_LOCK(self);
+  const GstState state = GST_STATE_PENDING(self) != GST_STATE_VOID_PENDING ? GST_STATE_PENDING(self) : GST_STATE(self);
+  GST_OBJECT_UNLOCK(self);
+  if (state > GST_STATE_NULL && (id == PROP_VOCOS_MODEL || id == PROP_HIFT_MODEL || id == PROP_DEVICE)) {
+    // The child has loaded its model; passing the file on would only be
+    // refused there (re-setting the others would warn too).
+    GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS,
+                        ("'%s' can only change in the NULL state: ignored (the model is loaded)", pspec->name),
+                        ("set it before the pipeline starts, or set the element to NULL first"));
+    return;
+  }
+  if (state > GST_STATE_NULL && id == PROP_LOOKAHEAD) {
+    // Live: only the lookahead goes to the child (it applies from its next buffer).
+    self->lookahead = g_value_get_int(value);
+    if (self->child) g_object_set(self->child, "lookahead", self->lookahead, nullptr);
+    return;
+  }
   switch (id) {
     case PROP_VOCODER: {
       auto kind = static_cast<GstChatterboxVocoderKind>(g_value_get_enum(value));
@@ -171,8 +187,10 @@ static void gst_chatterbox_vocoder_class_init(GstChatterboxVocoderClass* klass) 
   g_object_class_install_property(gobject_class, PROP_DEVICE,
       g_param_spec_string("device", "Device", "Device of the vocoder inside ('cpu', 'cuda')", "cpu", rw));
   g_object_class_install_property(gobject_class, PROP_LOOKAHEAD,
-      g_param_spec_int("lookahead", "Lookahead", "Lookahead of the vocoder inside (-1: exact streaming)", -1, 10000,
-                       -1, rw));
+      g_param_spec_int("lookahead", "Lookahead",
+                       "Lookahead of the vocoder inside (-1: exact streaming). Changeable while playing (applies "
+                       "from the child's next buffer); the models and device change in the NULL state only.",
+                       -1, 10000, -1, static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING)));
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);
   gst_element_class_set_static_metadata(element_class, "Chatterbox vocoder switch", "Codec/Decoder/Audio/Bin",

@@ -1,6 +1,7 @@
 #include "elements/vocoder/gsthiftdec.h"
 
 #include "elements/vocoder/hift/hift.h"
+#include "gst-plugins/core/model_cache.h"
 #include "gst-plugins/elements.h"
 
 #include <ATen/Parallel.h>
@@ -35,8 +36,13 @@ static chatterbox::StreamingVocoder* gst_hift_dec_load_model(GstMelVocoder* base
     opts.draws = self->deterministic ? chatterbox::hift::SourceDraws::deterministic()
                                      : chatterbox::hift::SourceDraws::random(self->seed);
     GST_OBJECT_UNLOCK(self);
-    // "" = auto prefix: mel2wav. inside Chatterbox's s3gen.safetensors.
-    return new chatterbox::hift::HiftVocoder(chatterbox::hift::HiftModel::load(path), opts);
+    // Instances naming the same file share the weights (the source draws and
+    // the streaming state are the vocoder's own). "" = auto prefix: mel2wav.
+    // inside Chatterbox's s3gen.safetensors.
+    auto model = chatterbox::ModelCache::global().get<chatterbox::hift::HiftModel>(
+        chatterbox::ModelCache::make_key("hift", {path}, "cpu"),
+        [&]() -> std::shared_ptr<const chatterbox::hift::HiftModel> { return chatterbox::hift::HiftModel::load(path); });
+    return new chatterbox::hift::HiftVocoder(std::move(model), opts);
   } catch (const std::exception& e) {
     g_set_error_literal(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ, e.what());
     return nullptr;
@@ -46,6 +52,13 @@ static chatterbox::StreamingVocoder* gst_hift_dec_load_model(GstMelVocoder* base
 static void gst_hift_dec_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   GstHiftDec* self = GST_HIFT_DEC(object);
   GST_OBJECT_LOCK(self);
+  if (GST_STATE(self) != GST_STATE_NULL || GST_STATE_PENDING(self) != GST_STATE_VOID_PENDING) {
+    // Read when the model loads: a change now would silently not apply.
+    GST_OBJECT_UNLOCK(self);
+    GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS, ("'%s' can only change in the NULL state: ignored", pspec->name),
+                        ("hiftdec reads it when it goes to READY; set the element to NULL first"));
+    return;
+  }
   switch (id) {
     case PROP_DETERMINISTIC: self->deterministic = g_value_get_boolean(value); break;
     case PROP_TRIM_FADE: self->trim_fade = g_value_get_boolean(value); break;
@@ -74,22 +87,24 @@ static void gst_hift_dec_class_init(GstHiftDecClass* klass) {
   gobject_class->get_property = gst_hift_dec_get_property;
   vocoder_class->load_model = gst_hift_dec_load_model;
   vocoder_class->default_model = CHATTERBOX_DEFAULT_HIFT_MODEL;
-  // Read when the model loads (NULL -> READY).
+  // Read when the model loads (NULL -> READY); refused with a warning in any
+  // other state.
   const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
   g_object_class_install_property(gobject_class, PROP_DETERMINISTIC,
       g_param_spec_boolean("deterministic", "Deterministic",
                            "Zero initial harmonic phases and no additive noise in the sine source (reproduces the "
-                           "reference's deterministic fixtures). Off: seeded random draws, as upstream.",
+                           "reference's deterministic fixtures). Off: seeded random draws, as upstream. Changeable in "
+                           "the NULL state only.",
                            FALSE, rw));
   g_object_class_install_property(gobject_class, PROP_TRIM_FADE,
       g_param_spec_boolean("trim-fade", "Trim fade",
                            "Silence the first 10 ms and fade in over the next 10 ms of each utterance, as "
-                           "Chatterbox's S3Token2Wav does",
+                           "Chatterbox's S3Token2Wav does. Changeable in the NULL state only.",
                            TRUE, rw));
   g_object_class_install_property(gobject_class, PROP_SEED,
       g_param_spec_uint64("seed", "Seed",
                           "Seed of the source's random draws when not deterministic (utterance n uses seed + n); "
-                          "the draws do not depend on buffer sizes",
+                          "the draws do not depend on buffer sizes. Changeable in the NULL state only.",
                           0, G_MAXUINT64, 0, rw));
   gst_element_class_set_static_metadata(GST_ELEMENT_CLASS(klass), "HiFT vocoder", "Codec/Decoder/Audio",
       "Turns S3Gen log-mel frames into audio with Chatterbox's HiFT (F0 predictor, neural source filter, iSTFT); "

@@ -1,6 +1,7 @@
 #include "elements/vocoder/gstvocosdec.h"
 
 #include "elements/vocoder/vocos/vocos.h"
+#include "gst-plugins/core/model_cache.h"
 #include "gst-plugins/elements.h"
 
 struct _GstVocosDec {
@@ -16,7 +17,13 @@ static chatterbox::StreamingVocoder* gst_vocos_dec_load_model(GstMelVocoder*, co
     chatterbox::VocosLoadOptions opts;
     opts.device = device;
     opts.threads = threads;  // also sizes OpenBLAS's pool (see VocosLoadOptions)
-    return chatterbox::VocosVocoder::load(path, opts).release();
+    // Instances naming the same file on the same device share the weights;
+    // each keeps its own streaming state.
+    auto model = chatterbox::ModelCache::global().get<chatterbox::VocosModel>(
+        chatterbox::ModelCache::make_key("vocos", {path}, device),
+        [&] { return chatterbox::VocosModel::load(path, opts); });
+    chatterbox::set_vocos_threads(threads);  // a cached model was loaded with another element's setting
+    return new chatterbox::VocosVocoder(std::move(model));
   } catch (const std::exception& e) {
     g_set_error_literal(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ, e.what());
     return nullptr;

@@ -25,7 +25,7 @@ struct GstMelVocoderPrivate {
   gchar* model;
   gchar* device;
   gint threads;
-  gint lookahead;  // -1: the model's full receptive field
+  gint lookahead;  // -1: the model's full receptive field; applied at the next utterance
 
   gboolean have_format;  // sink caps accepted
   chatterbox::MelFormat format;
@@ -47,9 +47,26 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
 
 static gint frame_bytes(GstMelVocoderPrivate* p) { return p->format.n_mels * static_cast<gint>(sizeof(float)); }
 
-static void set_lookahead(GstMelVocoderPrivate* p) {
+// The lookahead the property asks for, in frames (object lock held).
+static gint64 wanted_lookahead(GstMelVocoderPrivate* p) {
+  return p->lookahead < 0 ? p->vocoder->default_lookahead_frames() : p->lookahead;
+}
+
+// Applies the `lookahead` property: at load, and by the streaming thread
+// before each feed (never during one, so the vocoder is only ever touched by
+// one thread). Both vocoders keep their output contiguous across a change:
+// samples already pushed stay, a larger lookahead holds the next ones back
+// until enough frames arrive, a smaller one releases them sooner.
+static void apply_lookahead(GstMelVocoder* self) {
+  GstMelVocoderPrivate* p = P(self);
   if (!p->vocoder) return;
-  p->vocoder->set_lookahead_frames(p->lookahead < 0 ? p->vocoder->default_lookahead_frames() : p->lookahead);
+  GST_OBJECT_LOCK(self);
+  const gint64 frames = wanted_lookahead(p);
+  GST_OBJECT_UNLOCK(self);
+  if (frames != p->vocoder->lookahead_frames()) {
+    GST_DEBUG_OBJECT(self, "lookahead now %" G_GINT64_FORMAT " frames", frames);
+    p->vocoder->set_lookahead_frames(frames);
+  }
 }
 
 // Pushes `samples` (1-D) as one buffer stamped in audio time; `first` is the
@@ -128,6 +145,7 @@ static GstFlowReturn gst_mel_vocoder_chain(GstPad* pad, GstObject* parent, GstBu
                        nframes, p->vocoder->frames_in()));
     return GST_FLOW_ERROR;
   }
+  apply_lookahead(self);
   try {
     const gint64 first = p->vocoder->samples_out();
     at::Tensor out = p->vocoder->feed(frames);
@@ -254,9 +272,13 @@ static gboolean gst_mel_vocoder_src_query(GstPad* pad, GstObject* parent, GstQue
     case GST_QUERY_LATENCY: {
       GstClockTime ours = 0;
       if (p->vocoder) {
-        // A sample is final only once `lookahead` further frames have arrived.
+        // A sample is final only once `lookahead` further frames have arrived
+        // (the property's value: a change applies from the next buffer).
         const chatterbox::MelFormat& f = p->vocoder->mel_format();
-        ours = gst_util_uint64_scale_int(p->vocoder->lookahead_frames() * f.hop_length, GST_SECOND, f.rate);
+        GST_OBJECT_LOCK(self);
+        const gint64 frames = wanted_lookahead(p);
+        GST_OBJECT_UNLOCK(self);
+        ours = gst_util_uint64_scale_int(frames * f.hop_length, GST_SECOND, f.rate);
       }
       GST_DEBUG_OBJECT(self, "latency: upstream + %" GST_TIME_FORMAT, GST_TIME_ARGS(ours));
       return chatterbox::answer_latency_query(p->sinkpad, query, ours);
@@ -288,7 +310,7 @@ static gboolean load_model(GstMelVocoder* self) {
                       (nullptr));
     g_clear_error(&err);
   } else {
-    set_lookahead(p);
+    apply_lookahead(self);
     GST_INFO_OBJECT(self, "model %s expects %s", model, p->vocoder->mel_format().to_string().c_str());
   }
   g_free(model);
@@ -330,13 +352,16 @@ static void gst_mel_vocoder_set_property(GObject* object, guint prop_id, const G
   GstMelVocoder* self = GST_MEL_VOCODER(object);
   GstMelVocoderPrivate* p = P(self);
   GST_OBJECT_LOCK(self);
-  const gboolean loaded = p->vocoder != nullptr;
   switch (prop_id) {
     case PROP_MODEL:
     case PROP_DEVICE:
-      if (loaded) {
+      // The model is loaded in READY and up: a new file or device would
+      // silently not apply. Refused, with a warning on the bus.
+      if (GST_STATE(self) != GST_STATE_NULL || GST_STATE_PENDING(self) != GST_STATE_VOID_PENDING) {
         GST_OBJECT_UNLOCK(self);
-        GST_WARNING_OBJECT(self, "'%s' can only change in the NULL state; ignored", pspec->name);
+        GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS,
+                            ("'%s' can only change in the NULL state: ignored (the model is loaded)", pspec->name),
+                            ("set it before the pipeline starts, or set the element to NULL first"));
         return;
       }
       if (prop_id == PROP_MODEL) {
@@ -351,10 +376,14 @@ static void gst_mel_vocoder_set_property(GObject* object, guint prop_id, const G
     case PROP_THREADS:
       p->threads = g_value_get_int(value);
       break;
-    case PROP_LOOKAHEAD:
+    case PROP_LOOKAHEAD: {
+      const gboolean changed = p->lookahead != g_value_get_int(value);
       p->lookahead = g_value_get_int(value);
-      set_lookahead(p);
-      break;
+      GST_OBJECT_UNLOCK(self);
+      // The pipeline's latency changes: let the application recompute it.
+      if (changed && p->vocoder) gst_element_post_message(GST_ELEMENT(self), gst_message_new_latency(GST_OBJECT(self)));
+      return;
+    }
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
   }
@@ -408,22 +437,27 @@ static void gst_mel_vocoder_class_init(GstMelVocoderClass* klass) {
   g_object_class_install_property(gobject_class, PROP_MODEL,
       g_param_spec_string("model", "Model",
                           "Model file (safetensors, or a PyTorch checkpoint) or a directory holding one with its "
-                          "config; loaded when the element goes to READY. Its feature layout fixes the sink caps.",
+                          "config; loaded when the element goes to READY (instances naming the same file share one "
+                          "copy of the weights). Its feature layout fixes the sink caps. Changeable in the NULL "
+                          "state only: refused with a warning otherwise.",
                           nullptr, rw));
   g_object_class_install_property(gobject_class, PROP_DEVICE,
       g_param_spec_string("device", "Device",
                           "Where to run the model: 'cpu', or 'cuda' / 'cuda:N' (needs a CUDA LibTorch build; "
-                          "an error when unavailable)",
+                          "an error when unavailable). Changeable in the NULL state only.",
                           "cpu", rw));
   g_object_class_install_property(gobject_class, PROP_THREADS,
       g_param_spec_int("threads", "Threads",
-                       "CPU threads for LibTorch (0: LibTorch's default). Process-wide: LibTorch has one pool.",
+                       "CPU threads for LibTorch (0: LibTorch's default). Process-wide: LibTorch has one pool. "
+                       "Applied when the element goes to READY.",
                        0, 256, 0, rw));
   g_object_class_install_property(gobject_class, PROP_LOOKAHEAD,
       g_param_spec_int("lookahead", "Lookahead",
                        "Mel frames of right context awaited before audio is emitted. -1: the model's full receptive "
                        "field, which makes the streamed output equal the whole-utterance output. Smaller values "
-                       "lower the latency at the cost of small errors near chunk boundaries (see bench/).",
+                       "lower the latency at the cost of small errors near chunk boundaries (see bench/). "
+                       "Changeable while playing: applies from the next buffer (output stays contiguous: samples "
+                       "already pushed stay) and posts a LATENCY message.",
                        -1, 10000, -1, rw_playing));
 
   gst_element_class_add_static_pad_template(element_class, &sink_template);

@@ -75,6 +75,16 @@ static void set_string(gchar** dst, const GValue* v) {
 
 static void gst_chatterbox_tts_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   GstChatterboxTts* self = GST_CHATTERBOX_TTS(object);
+  GST_OBJECT_LOCK(self);
+  const gboolean stopped = GST_STATE(self) == GST_STATE_NULL && GST_STATE_PENDING(self) == GST_STATE_VOID_PENDING;
+  GST_OBJECT_UNLOCK(self);
+  if (!stopped && id != PROP_SEED && id != PROP_GREEDY) {
+    // Files (and the vocoder kind) are loaded in READY: refused, as by the children.
+    GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS,
+                        ("'%s' can only change in the NULL state: ignored (the models are loaded)", pspec->name),
+                        ("set it before the pipeline starts, or set the element to NULL first"));
+    return;
+  }
   switch (id) {
     case PROP_MODEL_DIR: set_string(&self->model_dir, value); break;
     case PROP_VOICE: set_string(&self->voice, value); break;
@@ -86,7 +96,14 @@ static void gst_chatterbox_tts_set_property(GObject* object, guint id, const GVa
     case PROP_VOCODER: g_object_set_property(G_OBJECT(self->vocoder), "vocoder", value); return;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); return;
   }
-  configure(self);
+  if (stopped) {
+    configure(self);
+  } else {
+    // Live settings only (t3 applies them from its next text buffer, s3genmel
+    // from its next utterance); re-setting the files would be refused.
+    g_object_set(self->t3, "seed", self->seed, "greedy", self->greedy, nullptr);
+    g_object_set(self->s3gen, "seed", self->seed, nullptr);
+  }
 }
 
 static void get_string(GValue* value, const gchar* s) { g_value_set_string(value, s); }
@@ -147,9 +164,15 @@ static void gst_chatterbox_tts_class_init(GstChatterboxTtsClass* klass) {
       g_param_spec_string("s3gen-model", "S3Gen model", "Flow model (default: s3gen.safetensors in model-dir)", nullptr,
                           rw));
   g_object_class_install_property(gobject_class, PROP_SEED,
-      g_param_spec_uint64("seed", "Seed", "Seed of T3's sampler and S3Gen's noise", 0, G_MAXUINT64, 0, rw));
+      g_param_spec_uint64("seed", "Seed",
+                          "Seed of T3's sampler and S3Gen's noise. Changeable while playing (applies from the next "
+                          "text buffer / utterance); the files and the vocoder change in the NULL state only.",
+                          0, G_MAXUINT64, 0, static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING)));
   g_object_class_install_property(gobject_class, PROP_GREEDY,
-      g_param_spec_boolean("greedy", "Greedy", "T3 takes the most likely token instead of sampling", FALSE, rw));
+      g_param_spec_boolean("greedy", "Greedy",
+                           "T3 takes the most likely token instead of sampling. Changeable while playing (applies "
+                           "from the next text buffer).",
+                           FALSE, static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING)));
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);
   gst_element_class_set_static_metadata(element_class, "Chatterbox text to speech", "Filter/Converter/Text/Audio/Bin",
