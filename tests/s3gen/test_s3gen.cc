@@ -345,4 +345,15 @@ BOOST_AUTO_TEST_CASE(real_checkpoint_layout_loads_with_inferred_config) {
   BOOST_TEST(c.pre_lookahead_len == 3);
   // The module tree holds exactly the checkpoint's flow tensors.
   BOOST_TEST(f.parameter_names().size() == flow_rows);
+  BOOST_TEST(!f.meanflow());
+  BOOST_TEST(c.n_timesteps == 10);
+
+  // Chatterbox-Turbo's s3gen_meanflow.safetensors is S3Gen(meanflow=True)
+  // loaded strictly: the same tree plus ConditionalDecoder's time mixer,
+  // Linear(2 * 4 * channels[0], 4 * channels[0], bias=False).
+  store->tensors["flow.decoder.estimator.time_embed_mixer.weight"] = at::zeros({1}).expand({1024, 2048});
+  S3GenFlow turbo = S3GenFlow::load(Checkpoint(store));
+  BOOST_TEST(turbo.meanflow());
+  BOOST_TEST(turbo.config().n_timesteps == 2);
+  BOOST_TEST(turbo.parameter_names().size() == flow_rows + 1);
 }

@@ -34,6 +34,15 @@ torch::Tensor sinusoidal_time(const torch::Tensor& t, int64_t dim) {
   return torch::cat({arg.sin(), arg.cos()}, -1);
 }
 
+// LibTorch 1.13 has no bfloat16 / float16 Mish kernel on the CPU; there it
+// runs in float32 and rounds once (what a native reduced-precision kernel
+// computes internally too).
+torch::Tensor mish_any(const torch::Tensor& x) {
+  if (x.is_cpu() && (x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf))
+    return torch::mish(x.to(torch::kFloat)).to(x.scalar_type());
+  return torch::mish(x);
+}
+
 }  // namespace
 
 CausalBlock1D::CausalBlock1D(int64_t dim, int64_t dim_out) {
@@ -44,7 +53,7 @@ CausalBlock1D::CausalBlock1D(int64_t dim, int64_t dim_out) {
 
 torch::Tensor CausalBlock1D::forward(const torch::Tensor& x, const torch::Tensor& mask, bool mask_is_ones) {
   torch::Tensor y = causal_conv_btc(conv, mask_is_ones ? x : x * mask);
-  y = torch::mish(norm(y));
+  y = mish_any(norm(y));
   return mask_is_ones ? y : y * mask;
 }
 
@@ -110,6 +119,9 @@ ConditionalDecoder::ConditionalDecoder(const S3GenFlowConfig& c) : in_channels(c
   time_mlp = register_module("time_mlp", std::make_shared<Node>());
   time_linear_1 = time_mlp->register_module("linear_1", torch::nn::Linear(in_channels, time_dim));
   time_linear_2 = time_mlp->register_module("linear_2", torch::nn::Linear(time_dim, time_dim));
+  if (c.meanflow)
+    time_embed_mixer = register_module(
+        "time_embed_mixer", torch::nn::Linear(torch::nn::LinearOptions(2 * time_dim, time_dim).bias(false)));
 
   auto make_level = [&](Node& parent, size_t index, int64_t dim_in, int64_t dim_out) {
     auto node = parent.register_module(std::to_string(index), std::make_shared<Node>());
@@ -167,11 +179,26 @@ void ConditionalDecoder::fuse() {
 
 torch::Tensor ConditionalDecoder::forward(const torch::Tensor& x_in, const torch::Tensor& mask,
                                           const torch::Tensor& mu, const torch::Tensor& t,
-                                          const torch::Tensor& spks, const torch::Tensor& cond) {
-  torch::Tensor temb = sinusoidal_time(t, in_channels);
-  temb = time_linear_2(torch::silu(time_linear_1(temb)));
+                                          const torch::Tensor& spks, const torch::Tensor& cond,
+                                          const torch::Tensor& r) {
+  // The sinusoidal embedding is computed in float32 from float32 times (a
+  // bf16 t would be coarser than the step size) and then cast to the
+  // weights' dtype.
+  const auto dtype = x_in.scalar_type();
+  torch::Tensor temb;
+  if (time_embed_mixer) {
+    TORCH_CHECK(r.defined(), "the mean-flow estimator needs the end time r");
+    const int64_t B = t.size(0);
+    // t and r through the same embedding + MLP as one batch, then mixed:
+    // mixer([mlp(emb(t)), mlp(emb(r))]).
+    torch::Tensor e = sinusoidal_time(torch::cat({t, r.expand_as(t)}), in_channels).to(dtype);
+    e = time_linear_2(torch::silu(time_linear_1(e)));
+    temb = time_embed_mixer(torch::cat({e.slice(0, 0, B), e.slice(0, B, 2 * B)}, 1));
+  } else {
+    temb = time_linear_2(torch::silu(time_linear_1(sinusoidal_time(t, in_channels).to(dtype))));
+  }
   // Every resnet's mlp starts with Mish of the same embedding.
-  const torch::Tensor tmish = torch::mish(temb);
+  const torch::Tensor tmish = mish_any(temb);
 
   const int64_t T = x_in.size(2);
   // Time-major from here on ([B, T, C]); channels stacked as x, mu, spks, cond.

@@ -130,13 +130,19 @@ struct UnetLevel {
 
 struct ConditionalDecoder : torch::nn::Module {
   explicit ConditionalDecoder(const S3GenFlowConfig& c);
+  // r: the mean-flow end time (meanflow models only; ignored otherwise, as
+  // upstream). t and r [B], float32 whatever the weights' dtype.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, const torch::Tensor& mu,
-                        const torch::Tensor& t, const torch::Tensor& spks, const torch::Tensor& cond);
+                        const torch::Tensor& t, const torch::Tensor& spks, const torch::Tensor& cond,
+                        const torch::Tensor& r = {});
   void fuse();
 
   int64_t in_channels;
   std::shared_ptr<Node> time_mlp;
   torch::nn::Linear time_linear_1{nullptr}, time_linear_2{nullptr};
+  // Mean-flow (Turbo) only: Linear(2D -> D, no bias) over [emb(t), emb(r)]
+  // (upstream's intmeanflow time mixer).
+  torch::nn::Linear time_embed_mixer{nullptr};
   std::shared_ptr<Node> down_blocks, mid_blocks, up_blocks;
   std::vector<UnetLevel> downs, mids, ups;
   std::shared_ptr<CausalBlock1D> final_block;

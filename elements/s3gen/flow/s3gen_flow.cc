@@ -1,9 +1,11 @@
-// CausalMaskedDiffWithXvec.inference and CausalConditionalCFM (Euler + CFG),
+// CausalMaskedDiffWithXvec.inference and CausalConditionalCFM (Euler + CFG, or
+// the mean-flow basic Euler of Chatterbox-Turbo), precision and device,
 // config/checkpoint handling, voice conditioning and the mel streamer.
 #include "elements/s3gen/flow/flow_modules.h"
 #include "gst-plugins/core/module_loader.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <c10/core/InferenceMode.h>
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
@@ -64,9 +66,7 @@ S3GenFlowConfig S3GenFlowConfig::from_json(const nlohmann::json& j) {
       take(e, "n_blocks", c.n_blocks);
       take(e, "num_mid_blocks", c.num_mid_blocks);
       take(e, "num_heads", c.num_heads);
-      bool meanflow = false;
-      take(e, "meanflow", meanflow);
-      if (meanflow) throw ModelError("S3Gen flow config: the mean-flow (Turbo) estimator is not supported yet");
+      take(e, "meanflow", c.meanflow);
       bool causal = true;
       take(e, "causal", causal);
       if (!causal) throw ModelError("S3Gen flow config: only the causal estimator (CausalConv1d blocks) is supported");
@@ -78,7 +78,24 @@ S3GenFlowConfig S3GenFlowConfig::from_json(const nlohmann::json& j) {
       take(p, "t_scheduler", sched);
       c.cosine_schedule = sched == "cosine";
     }
-    if (j.contains("inference")) take(j.at("inference"), "n_timesteps", c.n_timesteps);
+    // Upstream passes meanflow both to the estimator (its mixer) and to the
+    // solver (S3Token2Mel.meanflow); the two must agree.
+    bool explicit_steps = false;
+    if (j.contains("inference")) {
+      const auto& inf = j.at("inference");
+      if (inf.is_object() && inf.contains("meanflow") && !inf.at("meanflow").is_null()) {
+        const bool solver_meanflow = inf.at("meanflow").get<bool>();
+        const bool has_estimator_flag = j.contains("estimator") && j.at("estimator").is_object() &&
+                                        j.at("estimator").contains("meanflow");
+        if (has_estimator_flag && solver_meanflow != c.meanflow)
+          throw ModelError("S3Gen flow config: estimator.meanflow and inference.meanflow disagree (the mean-flow "
+                           "solver needs the mean-flow estimator and vice versa)");
+        c.meanflow = solver_meanflow;
+      }
+      explicit_steps = inf.is_object() && inf.contains("n_timesteps") && !inf.at("n_timesteps").is_null();
+      take(inf, "n_timesteps", c.n_timesteps);
+    }
+    if (c.meanflow && !explicit_steps) c.n_timesteps = 2;
   } catch (const nlohmann::json::exception& e) {
     throw ModelError(std::string("S3Gen flow config: malformed JSON field: ") + e.what());
   }
@@ -130,6 +147,11 @@ FlowModel::FlowModel(const S3GenFlowConfig& c) : cfg(c) {
 struct S3GenFlow::Impl {
   std::shared_ptr<FlowModel> model;
   std::string prefix;
+  std::string device_name = "cpu", precision_name = "f32";
+  at::Device device{at::kCPU};
+  at::ScalarType dtype = at::kFloat;
+  // Model-side tensor options (weights' device and dtype).
+  at::TensorOptions opts() const { return at::TensorOptions().device(device).dtype(dtype); }
 };
 
 S3GenFlow::S3GenFlow(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -138,6 +160,8 @@ S3GenFlow& S3GenFlow::operator=(S3GenFlow&&) noexcept = default;
 S3GenFlow::~S3GenFlow() = default;
 
 const S3GenFlowConfig& S3GenFlow::config() const { return impl_->model->cfg; }
+const std::string& S3GenFlow::device() const { return impl_->device_name; }
+const std::string& S3GenFlow::precision() const { return impl_->precision_name; }
 const std::string& S3GenFlow::prefix() const { return impl_->prefix; }
 std::vector<std::string> S3GenFlow::parameter_names() const {
   std::vector<std::string> names;
@@ -146,6 +170,8 @@ std::vector<std::string> S3GenFlow::parameter_names() const {
 }
 
 namespace {
+
+const char* const kMixer = "decoder.estimator.time_embed_mixer.weight";
 
 // Highest N+1 over keys "<head>N." (0 if none).
 int64_t count_indexed(const std::vector<std::string>& keys, const std::string& head) {
@@ -194,20 +220,73 @@ S3GenFlowConfig infer_config(const Checkpoint& ck) {
   const int64_t inner = shape("decoder.estimator.down_blocks.0.1.0.attn1.to_q.weight")[0];
   if (inner % c.num_heads != 0) c.num_heads = 1;
   c.attention_head_dim = inner / c.num_heads;
+  // Chatterbox-Turbo's s3gen_meanflow.safetensors: the same tree plus the
+  // time mixer; S3Token2Wav.flow_inference then defaults to 2 steps.
+  c.meanflow = ck.has(kMixer);
+  if (c.meanflow) c.n_timesteps = 2;
   c.validate();
   return c;
 }
 
-void finish_model(FlowModel& m) {
+at::ScalarType parse_precision(const std::string& p) {
+  if (p == "f32" || p == "fp32" || p == "float32") return at::kFloat;
+  if (p == "bf16" || p == "bfloat16") return at::kBFloat16;
+  if (p == "f16" || p == "fp16" || p == "float16") return at::kHalf;
+  throw ModelError("S3Gen flow: unknown precision '" + p + "' (use f32, bf16 or f16)");
+}
+
+at::Device parse_device(const std::string& s) {
+  at::Device d(at::kCPU);
+  try {
+    d = at::Device(s);
+  } catch (const c10::Error&) {
+    throw ModelError("S3Gen flow: unknown device '" + s + "' (use \"cpu\" or \"cuda\")");
+  }
+  if (!d.is_cpu() && !d.is_cuda()) throw ModelError("S3Gen flow: device '" + s + "' is not supported (use cpu or cuda)");
+  if (d.is_cuda() && !at::hasCUDA())
+    throw ModelError("S3Gen flow: device '" + s + "' requested but CUDA is not available (this LibTorch build has "
+                     "no CUDA support or no GPU is visible); use device \"cpu\"");
+  return d;
+}
+
+// Converts the weights, fuses, and for anything but float32 on the CPU runs
+// one tiny encode + estimator call so a dtype the kernels lack fails here,
+// with the operation named, rather than at the first utterance.
+void finish_model(S3GenFlow::Impl& impl, const S3GenLoadOptions& o) {
+  impl.dtype = parse_precision(o.precision);
+  impl.device = parse_device(o.device);
+  impl.device_name = o.device;
+  impl.precision_name = impl.dtype == at::kFloat ? "f32" : impl.dtype == at::kBFloat16 ? "bf16" : "f16";
+  FlowModel& m = *impl.model;
   m.eval();
+  {
+    torch::NoGradGuard ng;
+    m.to(impl.device, impl.dtype);
+  }
   m.estimator->fuse();
+  if (impl.dtype == at::kFloat && impl.device.is_cpu()) return;
+  try {
+    c10::InferenceMode guard;
+    const auto& c = m.cfg;
+    at::Tensor h = m.encoder->forward(m.input_embedding(torch::zeros({1, 2}, torch::dtype(torch::kLong).device(impl.device))));
+    at::Tensor x = torch::zeros({1, c.output_size, h.size(1)}, impl.opts());
+    at::Tensor t = torch::zeros({1}, torch::dtype(torch::kFloat).device(impl.device));
+    m.estimator->forward(x, torch::ones({1, 1, h.size(1)}, impl.opts()), x, t,
+                         torch::zeros({1, c.output_size}, impl.opts()), x, c.meanflow ? t : at::Tensor());
+  } catch (const c10::Error& e) {
+    throw ModelError("S3Gen flow: precision '" + impl.precision_name + "' is not supported on device '" +
+                     impl.device_name + "' by this LibTorch (" + e.what_without_backtrace() +
+                     "); use precision f32" + (impl.device.is_cpu() && impl.dtype == at::kHalf ? " or bf16" : ""));
+  }
 }
 
 }  // namespace
 
-S3GenFlow S3GenFlow::load(const std::string& path) { return load(Checkpoint::open(path)); }
+S3GenFlow S3GenFlow::load(const std::string& path, const S3GenLoadOptions& opts) {
+  return load(Checkpoint::open(path), opts);
+}
 
-S3GenFlow S3GenFlow::load(const Checkpoint& ckpt) {
+S3GenFlow S3GenFlow::load(const Checkpoint& ckpt, const S3GenLoadOptions& opts) {
   std::string prefix;
   if (ckpt.has("flow.input_embedding.weight"))
     prefix = "flow.";
@@ -217,15 +296,23 @@ S3GenFlow S3GenFlow::load(const Checkpoint& ckpt) {
                      "input_embedding.weight' (bare flow state dict) is present");
   Checkpoint ck = ckpt.sub(prefix);
   S3GenFlowConfig cfg = ckpt.has_metadata("config") ? S3GenFlowConfig::from_json(ckpt.config()) : infer_config(ck);
+  // Running a mean-flow estimator without its mixer (or the reverse) would
+  // be a different model from upstream's, never a working one.
+  if (ck.has(kMixer) && !cfg.meanflow)
+    throw ModelError("checkpoint '" + ckpt.path() + "' holds '" + ck.prefix() + kMixer +
+                     "' (a mean-flow / Chatterbox-Turbo estimator) but its config says meanflow=false");
+  if (cfg.meanflow && !ck.has(kMixer))
+    throw ModelError("checkpoint '" + ckpt.path() + "': the config says meanflow=true (Chatterbox-Turbo) but '" +
+                     ck.prefix() + kMixer + "' is missing");
   auto impl = std::make_unique<Impl>();
   impl->prefix = prefix;
   impl->model = std::make_shared<FlowModel>(cfg);
   load_module(*impl->model, ck);
-  finish_model(*impl->model);
+  finish_model(*impl, opts);
   return S3GenFlow(std::move(impl));
 }
 
-S3GenFlow S3GenFlow::random(const S3GenFlowConfig& config, uint64_t seed) {
+S3GenFlow S3GenFlow::random(const S3GenFlowConfig& config, uint64_t seed, const S3GenLoadOptions& opts) {
   config.validate();
   c10::InferenceMode guard;
   auto impl = std::make_unique<Impl>();
@@ -247,7 +334,7 @@ S3GenFlow S3GenFlow::random(const S3GenFlowConfig& config, uint64_t seed) {
       t.uniform_(0.9, 1.1, gen);
     }
   }
-  finish_model(*impl->model);
+  finish_model(*impl, opts);
   return S3GenFlow(std::move(impl));
 }
 
@@ -292,11 +379,15 @@ S3GenEncoded S3GenFlow::encode(const at::Tensor& token_in, const at::Tensor& pro
                      std::to_string(embedding.size(1)));
 
   S3GenEncoded enc;
+  // The model computes in its own dtype on its device; what leaves here is
+  // float32 on the CPU.
+  const at::TensorOptions mo = impl_->opts();
+  auto out = [](const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).contiguous(); };
   // F.normalize(p=2, eps=1e-12), then the affine projection.
   at::Tensor norm = embedding.norm(2, {1}, true).clamp_min(1e-12);
-  enc.spks = m.spk_embed_affine_layer(embedding / norm);
+  enc.spks = out(m.spk_embed_affine_layer((embedding / norm).to(mo)));
 
-  at::Tensor all = torch::cat({prompt_token, token}, 1);
+  at::Tensor all = torch::cat({prompt_token, token}, 1).to(impl_->device);
   at::Tensor h = m.encoder->forward(m.input_embedding(all));  // [1, ratio*(P+N), C]
   if (!finalize) {
     // The last pre_lookahead_len tokens were only right context (the
@@ -306,7 +397,7 @@ S3GenEncoded S3GenFlow::encode(const at::Tensor& token_in, const at::Tensor& pro
   }
   enc.prompt_frames = prompt_feat.size(1);
   const int64_t T = h.size(1);
-  enc.mu = m.encoder_proj(h).transpose(1, 2).contiguous();  // [1, 80, T]
+  enc.mu = out(m.encoder_proj(h).transpose(1, 2));  // [1, 80, T]
   enc.cond = torch::zeros({1, c.output_size, T});
   const int64_t pf = std::min(enc.prompt_frames, T);
   if (pf > 0) enc.cond.slice(2, 0, pf).copy_(prompt_feat.slice(1, 0, pf).transpose(1, 2));
@@ -322,43 +413,62 @@ at::Tensor S3GenFlow::mu(const at::Tensor& token, const at::Tensor& prompt_token
 // --------------------------------------------------------------------- CFM --
 
 at::Tensor S3GenFlow::estimator(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& mu, const at::Tensor& t,
-                                const at::Tensor& spks, const at::Tensor& cond) const {
+                                const at::Tensor& spks, const at::Tensor& cond, const at::Tensor& r) const {
   c10::InferenceMode guard;
-  return impl_->model->estimator->forward(x.to(at::kFloat), mask.to(at::kFloat), mu.to(at::kFloat),
-                                          t.to(at::kFloat).reshape({-1}), spks.to(at::kFloat), cond.to(at::kFloat));
+  if (meanflow() && !r.defined())
+    throw ModelError("S3Gen flow: this is a mean-flow (Turbo) estimator; it needs the end time r");
+  const at::TensorOptions mo = impl_->opts(), times = mo.dtype(at::kFloat);
+  at::Tensor rr = meanflow() ? r.to(times).reshape({-1}) : at::Tensor();
+  return impl_->model->estimator
+      ->forward(x.to(mo), mask.to(mo), mu.to(mo), t.to(times).reshape({-1}), spks.to(mo), cond.to(mo), rr)
+      .to(at::kCPU, at::kFloat);
 }
 
 at::Tensor S3GenFlow::t_span(int64_t n) const {
   c10::InferenceMode guard;
   at::Tensor t = torch::linspace(0, 1, n + 1, torch::kFloat);
-  if (config().cosine_schedule) t = 1 - torch::cos(t * 0.5 * M_PI);
+  // CausalConditionalCFM.forward: the cosine warp applies only without meanflow.
+  if (config().cosine_schedule && !meanflow()) t = 1 - torch::cos(t * 0.5 * M_PI);
   return t;
 }
 
 at::Tensor S3GenFlow::solve(const S3GenEncoded& enc, const at::Tensor& z, int64_t n_timesteps, double cfg_rate) const {
   c10::InferenceMode guard;
   auto& est = *impl_->model->estimator;
-  at::Tensor x = z.to(at::kFloat).contiguous();
+  const at::TensorOptions mo = impl_->opts(), f32 = mo.dtype(at::kFloat);
+  // The ODE state stays float32 whatever the estimator's dtype.
+  at::Tensor x = z.to(f32).contiguous();
   const int64_t T = x.size(2);
   if (enc.mu.size(2) != T) throw ModelError("S3Gen flow: noise has " + std::to_string(T) + " frames, mu has " +
                                             std::to_string(enc.mu.size(2)));
+  at::Tensor ts = t_span(n_timesteps).to(f32);
+  if (meanflow()) {
+    // basic_euler: one conditional call per step, t -> r = next grid point,
+    // no guidance (the distilled model already has CFG baked in).
+    at::Tensor mask = enc.mask.to(mo), mu = enc.mu.to(mo), spks = enc.spks.to(mo), cond = enc.cond.to(mo);
+    for (int64_t i = 0; i < n_timesteps; ++i) {
+      at::Tensor t = ts[i].reshape({1}), r = ts[i + 1].reshape({1});
+      at::Tensor v = est.forward(x.to(mo), mask, mu, t, spks, cond, r).to(at::kFloat);
+      x = x + (r - t) * v;
+    }
+    return x.to(at::kCPU);
+  }
   // Classifier-free guidance as one batch of 2: conditional first, then the
   // same x with mu = spks = cond = 0. Constant halves are built once.
-  at::Tensor mask_in = torch::cat({enc.mask, enc.mask}, 0);
-  at::Tensor mu_in = torch::cat({enc.mu, torch::zeros_like(enc.mu)}, 0);
-  at::Tensor spks_in = torch::cat({enc.spks, torch::zeros_like(enc.spks)}, 0);
-  at::Tensor cond_in = torch::cat({enc.cond, torch::zeros_like(enc.cond)}, 0);
-  at::Tensor ts = t_span(n_timesteps);
+  at::Tensor mask_in = torch::cat({enc.mask, enc.mask}, 0).to(mo);
+  at::Tensor mu_in = torch::cat({enc.mu, torch::zeros_like(enc.mu)}, 0).to(mo);
+  at::Tensor spks_in = torch::cat({enc.spks, torch::zeros_like(enc.spks)}, 0).to(mo);
+  at::Tensor cond_in = torch::cat({enc.cond, torch::zeros_like(enc.cond)}, 0).to(mo);
   const float cfg = static_cast<float>(cfg_rate);
   for (int64_t i = 0; i < n_timesteps; ++i) {
     at::Tensor t = ts[i].reshape({1}), r = ts[i + 1].reshape({1});
-    at::Tensor x_in = torch::cat({x, x}, 0);
-    at::Tensor v = est.forward(x_in, mask_in, mu_in, t.expand({2}), spks_in, cond_in);
+    at::Tensor x_in = torch::cat({x, x}, 0).to(mo);
+    at::Tensor v = est.forward(x_in, mask_in, mu_in, t.expand({2}), spks_in, cond_in).to(at::kFloat);
     at::Tensor v_cond = v.slice(0, 0, 1), v_unc = v.slice(0, 1, 2);
     at::Tensor dxdt = (1.0f + cfg) * v_cond - cfg * v_unc;
     x = x + (r - t) * dxdt;
   }
-  return x;
+  return x.to(at::kCPU);
 }
 
 at::Tensor S3GenFlow::inference(const at::Tensor& token_in, const at::Tensor& prompt_token,

@@ -2,7 +2,8 @@
 // tokens (25 Hz, vocabulary 6561) plus a voice prompt -> 80-bin log-mel at
 // 50 Hz (2 frames per token), by an upsampling conformer encoder and a
 // conditional flow-matching decoder (Euler, cosine time grid, classifier-free
-// guidance).
+// guidance), or Chatterbox-Turbo's distilled mean-flow decoder (1-2 Euler
+// steps over an average-velocity estimator, linear time grid, no guidance).
 //
 // No GStreamer here: this is part of libchatterbox. The torch::nn module tree
 // lives in flow_modules.h (internal).
@@ -42,14 +43,21 @@ struct S3GenFlowConfig {
   int64_t n_blocks = 4;
   int64_t num_mid_blocks = 12;
   int64_t num_heads = 8;
+  // Mean flow (Chatterbox-Turbo, `s3gen_meanflow.safetensors`): the estimator
+  // also takes the step's end time r, mixed into the time embedding by
+  // `decoder.estimator.time_embed_mixer.weight` [4C, 8C]; the solver is plain
+  // Euler on a linear grid with one estimator call per step and no CFG
+  // (upstream's basic_euler: Turbo was distilled from CFG outputs).
+  bool meanflow = false;
   // CausalConditionalCFM inference
-  int64_t n_timesteps = 10;
-  double cfg_rate = 0.7;
-  bool cosine_schedule = true;
+  int64_t n_timesteps = 10;        // 2 for mean-flow models (S3Token2Wav.flow_inference)
+  double cfg_rate = 0.7;           // unused by mean-flow models
+  bool cosine_schedule = true;     // standard models only; mean flow uses a linear grid
 
   // The fixture metadata layout ({"flow": {...}, "encoder": {...},
   // "estimator": {...}, "cfm": {...}, "inference": {...}}); absent fields keep
-  // the defaults. Throws ModelError on inconsistent widths.
+  // the defaults (n_timesteps: 2 when "meanflow" is set). Throws ModelError on
+  // inconsistent widths.
   static S3GenFlowConfig from_json(const nlohmann::json& j);
   void validate() const;
 };
@@ -66,6 +74,17 @@ struct S3GenVoice {
   static S3GenVoice from_checkpoint(const Checkpoint& ckpt, const std::string& prefix = "gen.");
   // conds.pt or its safetensors flattening.
   static S3GenVoice load(const std::string& path);
+};
+
+// Where the flow runs and in which floating-point type. The weights are
+// converted once at load; inputs and outputs stay float32 on the CPU.
+struct S3GenLoadOptions {
+  std::string device = "cpu";     // "cpu", "cuda", "cuda:N" (CUDA LibTorch builds)
+  // "f32" (default, the reference), "bf16" or "f16": the encoder and the
+  // estimator compute in this type; the ODE state and the time embedding's
+  // sinusoid stay float32. A type the device's LibTorch kernels cannot run is
+  // refused at load (ModelError naming the failing operation).
+  std::string precision = "f32";
 };
 
 struct S3GenInferenceOptions {
@@ -97,16 +116,21 @@ class S3GenFlow {
   // A `flow.`-prefixed s3gen checkpoint or a bare flow state dict (fixture);
   // the prefix is detected. Config from metadata "config" when present, else
   // the defaults with widths inferred from tensor shapes.
-  static S3GenFlow load(const std::string& path);
-  static S3GenFlow load(const Checkpoint& ckpt);
+  // A mean-flow (Turbo) estimator is recognised by its time_embed_mixer
+  // tensor (or "meanflow" in the config metadata).
+  static S3GenFlow load(const std::string& path, const S3GenLoadOptions& opts = {});
+  static S3GenFlow load(const Checkpoint& ckpt, const S3GenLoadOptions& opts = {});
   // Seeded random weights of the given widths (benchmarks, tests).
-  static S3GenFlow random(const S3GenFlowConfig& config, uint64_t seed);
+  static S3GenFlow random(const S3GenFlowConfig& config, uint64_t seed, const S3GenLoadOptions& opts = {});
 
   S3GenFlow(S3GenFlow&&) noexcept;
   S3GenFlow& operator=(S3GenFlow&&) noexcept;
   ~S3GenFlow();
 
   const S3GenFlowConfig& config() const;
+  bool meanflow() const { return config().meanflow; }
+  const std::string& device() const;     // as given at load
+  const std::string& precision() const;  // "f32", "bf16" or "f16"
   // The key prefix the weights were found under ("" or "flow.").
   const std::string& prefix() const;
   // State-dict names (without prefix) of every parameter the model holds.
@@ -120,12 +144,17 @@ class S3GenFlow {
                 const at::Tensor& embedding, bool finalize = true) const;
 
   // One ConditionalDecoder evaluation: x, mu, cond [B, 80, T], mask [B, 1, T],
-  // t [B], spks [B, 80] -> velocity [B, 80, T].
+  // t [B], spks [B, 80] -> velocity [B, 80, T]. r [B] (or [1]): the
+  // mean-flow end time, required by mean-flow models and ignored otherwise
+  // (as upstream).
   at::Tensor estimator(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& mu, const at::Tensor& t,
-                       const at::Tensor& spks, const at::Tensor& cond) const;
-  // Time grid of n steps (n + 1 points), cosine-warped when configured.
+                       const at::Tensor& spks, const at::Tensor& cond, const at::Tensor& r = {}) const;
+  // Time grid of n steps (n + 1 points): cosine-warped when configured, linear
+  // for mean-flow models.
   at::Tensor t_span(int64_t n_timesteps) const;
-  // Euler with classifier-free guidance from z [1, 80, T]; returns all T frames.
+  // Euler from z [1, 80, T]; returns all T frames. Standard models: classifier-
+  // free guidance (one batch of 2 per step). Mean-flow models: one call per
+  // step with r = the next grid point; cfg_rate is not used.
   at::Tensor solve(const S3GenEncoded& enc, const at::Tensor& z, int64_t n_timesteps, double cfg_rate) const;
 
   // Whole call: token [1, N] (or [N]) int64 -> mel [1, 80, frames] of the
