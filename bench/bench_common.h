@@ -124,8 +124,8 @@ inline long peak_rss_kb() {
 // here means both pools sized N (run.sh also exports OPENBLAS_NUM_THREADS and
 // OMP_NUM_THREADS = N), so a 1-thread figure really uses one core. Vocos
 // additionally gets VocosLoadOptions.threads = N (its own policy: BLAS pool N,
-// its elementwise ops on the calling thread); HiFT gets what hiftdec does
-// (at::set_num_threads(N)).
+// its elementwise ops on the calling thread); HiFT's kernels follow the
+// OpenBLAS pool size (compute_threads()), as in hiftdec.
 inline void set_threads(int n) {
   if (n <= 0) return;
   at::set_num_threads(n);

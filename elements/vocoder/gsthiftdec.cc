@@ -1,10 +1,9 @@
 #include "elements/vocoder/gsthiftdec.h"
 
 #include "elements/vocoder/hift/hift.h"
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/model_cache.h"
 #include "gst-plugins/elements.h"
-
-#include <ATen/Parallel.h>
 
 #include <cstring>
 
@@ -29,7 +28,9 @@ static chatterbox::StreamingVocoder* gst_hift_dec_load_model(GstMelVocoder* base
     return nullptr;
   }
   try {
-    if (threads > 0) at::set_num_threads(threads);
+    // Process-wide: OpenBLAS's pool and HiFT's own kernel threads; no
+    // spinning OpenMP workers (compute_threads.h).
+    chatterbox::set_compute_threads(threads);
     chatterbox::hift::HiftVocoderOptions opts;
     GST_OBJECT_LOCK(self);
     opts.trim_fade = self->trim_fade;

@@ -22,11 +22,13 @@ struct ThreadingApi {
   void (*omp_set)(int) = nullptr;
   int (*omp_get)() = nullptr;
   void (*blas_set)(int) = nullptr;
+  int (*blas_get)() = nullptr;
   bool blas_own_pool = false;  // OpenBLAS built with pthreads
   ThreadingApi() {
     omp_set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
     omp_get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
     blas_set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    blas_get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
     auto parallel = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
     blas_own_pool = blas_set && parallel && parallel() == 1;
   }
@@ -67,6 +69,14 @@ inline void set_compute_threads(int threads) {
     t.blas_set(threads);
   else
     at::set_num_threads(threads);
+}
+
+// The thread count set_compute_threads established (for a model's own
+// parallel kernels, which should follow the same setting).
+inline int compute_threads() {
+  const auto& t = threading_api();
+  const int n = t.blas_own_pool && t.blas_get ? t.blas_get() : at::get_num_threads();
+  return n > 0 ? n : 1;
 }
 
 }  // namespace chatterbox

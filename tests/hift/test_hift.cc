@@ -3,6 +3,7 @@
 
 #include "elements/vocoder/hift/hift.h"
 #include "elements/vocoder/hift/hift_kernels.h"
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
 #include "tests/test_util.h"
@@ -16,6 +17,7 @@
 #include <iostream>
 #include <random>
 #include <sstream>
+#include <thread>
 using chatterbox::test::contains;
 
 using namespace chatterbox;
@@ -344,6 +346,47 @@ BOOST_AUTO_TEST_CASE(reduced_lookahead_leaves_the_committed_state_exact) {
     report_stream("lookahead " + std::to_string(la) + " then default: later samples vs whole",
                   s.narrow(0, early, s.numel() - early), whole.narrow(0, early, whole.numel() - early));
   }
+}
+
+BOOST_AUTO_TEST_CASE(kernel_threads_do_not_change_results) {
+  // A model wide enough for the kernels' thread pool (convolutions of >= 4M
+  // multiply-adds): 1 and 2 compute threads, and two vocoders streaming
+  // concurrently in their own threads (one gets the pool, the other runs its
+  // jobs inline), all give the single-threaded whole run's bits.
+  HiftConfig c = HiftConfig::chatterbox();
+  c.base_channels = 256;
+  c.f0_cond_channels = 64;
+  auto model = HiftModel::random(c, 7);
+  at::manual_seed(1);
+  at::Tensor mel = at::randn({1, 80, 60}) - 5, mel2 = at::randn({1, 80, 45}) - 5;
+  const int before = compute_threads();
+  set_compute_threads(1);
+  at::Tensor w1 = HiftVocoder(model).forward(mel)[0], w2 = HiftVocoder(model).forward(mel2)[0];
+  set_compute_threads(2);
+  at::Tensor again = HiftVocoder(model).forward(mel)[0];
+  at::Tensor s1, s2;
+  std::thread t1([&] {
+    HiftVocoder v(model);
+    s1 = stream(v, mel, {7, 3});
+  });
+  std::thread t2([&] {
+    HiftVocoder v(model);
+    s2 = stream(v, mel2, {5});
+  });
+  t1.join();
+  t2.join();
+  set_compute_threads(before);
+  BOOST_TEST(s1.numel() == w1.numel());
+  BOOST_TEST(s2.numel() == w2.numel());
+  if (!kernels::packed_conv_available()) {
+    // BLAS reorders sums with the thread count, and these random weights
+    // amplify that far beyond the fixture's tolerance: finite output only.
+    BOOST_TEST((at::isfinite(s1).all().item<bool>() && at::isfinite(s2).all().item<bool>()));
+    return;
+  }
+  BOOST_TEST(max_abs_diff(again, w1) == 0.0);
+  report_stream("2 threads, concurrent vocoder 1 vs whole", s1, w1);
+  report_stream("2 threads, concurrent vocoder 2 vs whole", s2, w2);
 }
 
 BOOST_AUTO_TEST_CASE(load_errors_name_the_problem) {

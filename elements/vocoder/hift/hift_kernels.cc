@@ -4,8 +4,10 @@
 // (an element's result must not depend on where a chunk boundary falls).
 #include "elements/vocoder/hift/hift_kernels.h"
 
+#include "elements/vocoder/hift/hift_pool.h"
+#include "gst-plugins/core/compute_threads.h"
+
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -60,7 +62,8 @@ void snake_into(const at::Tensor& x_in, at::Tensor dst, const at::Tensor& a_in, 
   float* yp = dst.data_ptr<float>();
   const float* ap = a.data_ptr<float>();
   const float* ip = inv.data_ptr<float>();
-  at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+  const int parts = C * T >= (1 << 16) ? compute_threads() : 1;
+  run_parallel(parts, C, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) snake_row(xp + c * T, yp + c * ld, T, ap[c], ip[c]);
   });
 }
@@ -217,8 +220,25 @@ void conv_into(const PackedConv& p, int64_t dil, const at::Tensor& x, const at::
   if (n == 0) return;
 #if defined(__x86_64__) && defined(__GNUC__)
   const int64_t blocks = (p.cout + kMR - 1) / kMR;
-  conv_avx512(p, dil, x.data_ptr<float>(), x.stride(0), n, ip, ldi, p.bias.data_ptr<float>(), out.data_ptr<float>(),
-              out.stride(0), 0, blocks);
+  const float* xp = x.data_ptr<float>();
+  const float* bp = p.bias.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t ldx = x.stride(0), ldo = out.stride(0);
+  // Threads (the compute_threads() setting) for convolutions worth a wake-up
+  // (~4M multiply-adds): output-channel blocks, or column ranges when there
+  // are few blocks. Either split leaves every element's sum as it is.
+  const int parts = p.cout * p.cin * p.k * n >= (int64_t{1} << 22) ? compute_threads() : 1;
+  if (blocks >= 2 * parts) {
+    run_parallel(parts, blocks, [&](int64_t b0, int64_t b1) {
+      conv_avx512(p, dil, xp, ldx, n, ip, ldi, bp, op, ldo, b0, b1);
+    });
+  } else {
+    const int64_t units = (n + 47) / 48;
+    run_parallel(parts, units, [&](int64_t u0, int64_t u1) {
+      const int64_t t0 = 48 * u0, t1 = std::min(n, 48 * u1);
+      conv_avx512(p, dil, xp + t0, ldx, t1 - t0, ip ? ip + t0 : nullptr, ldi, bp, op + t0, ldo, 0, blocks);
+    });
+  }
 #endif
 }
 
