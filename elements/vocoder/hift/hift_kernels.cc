@@ -106,13 +106,13 @@ CB_AVX512 inline __mmask16 lane_mask(int64_t remaining) {
 }
 
 // One tile: rows [co0, co0 + rows) (rows <= 8), columns [t0, t0 + nt)
-// (nt <= 16 NV).
-template <int NV>
+// (nt <= 16 NV; kFull: nt == 16 NV, no lane masks in the inner loop).
+template <int NV, bool kFull>
 CB_AVX512 void tile(const float* wp, int64_t cin, int k, int64_t dil, const float* x, int64_t ldx, const float* init,
                     int64_t ldi, const float* bias, float* out, int64_t ldo, int64_t co0, int rows, int64_t t0,
                     int64_t nt) {
   __mmask16 m[NV];
-  for (int v = 0; v < NV; ++v) m[v] = lane_mask(nt - 16 * v);
+  for (int v = 0; v < NV; ++v) m[v] = kFull ? static_cast<__mmask16>(0xFFFF) : lane_mask(nt - 16 * v);
   __m512 acc[kMR][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < kMR; ++r) {
@@ -133,7 +133,8 @@ CB_AVX512 void tile(const float* wp, int64_t cin, int k, int64_t dil, const floa
       const float* xp = xr + j * dil;
       __m512 xv[NV];
 #pragma GCC unroll 3
-      for (int v = 0; v < NV; ++v) xv[v] = _mm512_maskz_loadu_ps(m[v], xp + 16 * v);
+      for (int v = 0; v < NV; ++v)
+        xv[v] = kFull ? _mm512_loadu_ps(xp + 16 * v) : _mm512_maskz_loadu_ps(m[v], xp + 16 * v);
 #pragma GCC unroll 8
       for (int r = 0; r < kMR; ++r) {
         const __m512 b = _mm512_set1_ps(w[r]);
@@ -160,14 +161,14 @@ CB_AVX512 void conv_avx512(const PackedConv& p, int64_t dil, const float* x, int
     const int rows = static_cast<int>(std::min<int64_t>(kMR, p.cout - co0));
     int64_t t0 = 0;
     for (; t0 + 48 <= n; t0 += 48)
-      tile<3>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, 48);
+      tile<3, true>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, 48);
     const int64_t rest = n - t0;
     if (rest > 32)
-      tile<3>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
+      tile<3, false>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
     else if (rest > 16)
-      tile<2>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
+      tile<2, false>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
     else if (rest > 0)
-      tile<1>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
+      tile<1, false>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
   }
 }
 
