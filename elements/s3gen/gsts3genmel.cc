@@ -18,7 +18,25 @@ GST_DEBUG_CATEGORY_STATIC(s3gen_mel_debug);
 #define GST_CAT_DEFAULT s3gen_mel_debug
 
 enum { PROP_0, PROP_MODEL, PROP_VOICE, PROP_N_TIMESTEPS, PROP_CFG_RATE, PROP_SEED, PROP_NOISE_FILE, PROP_DEVICE,
-       PROP_CHUNK_TOKENS };
+       PROP_CHUNK_TOKENS, PROP_PRECISION, PROP_MEANFLOW, PROP_APPEND_SILENCE };
+
+// meanflow / append-silence: auto follows the model (Turbo or not).
+typedef enum { S3GEN_MEL_AUTO, S3GEN_MEL_OFF, S3GEN_MEL_ON } GstS3GenMelSwitch;
+
+static GType gst_s3gen_mel_switch_get_type() {
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {S3GEN_MEL_AUTO, "Follow the model", "auto"},
+      {S3GEN_MEL_OFF, "Off", "off"},
+      {S3GEN_MEL_ON, "On", "on"},
+      {0, nullptr, nullptr}};
+  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstS3GenMelSwitch", values));
+  return type;
+}
+
+// Chatterbox's silence token (S3GEN_SIL); ChatterboxTurboTTS.generate appends
+// three of them (pre_lookahead_len) before decoding.
+static const int64_t kSilenceToken = 4299;
 
 struct _GstS3GenMel {
   GstElement parent;
@@ -30,7 +48,10 @@ struct _GstS3GenMel {
   gchar* voice_path;
   gchar* noise_file;
   gchar* device;
-  gint n_timesteps;  // 0: the model's (10)
+  gchar* precision;
+  GstS3GenMelSwitch meanflow;        // expectation checked at load
+  GstS3GenMelSwitch append_silence;  // auto: on for mean-flow models, as upstream's Turbo TTS
+  gint n_timesteps;  // 0: the model's (10, or 2 for mean flow)
   gdouble cfg_rate;  // < 0: the model's (0.7)
   guint64 seed;
   guint chunk_tokens;  // 0: whole utterance (exact)
@@ -50,6 +71,7 @@ struct _GstS3GenMel {
   gdouble cur_cfg_rate;
   guint64 cur_seed;
   guint cur_chunk_tokens;
+  gboolean cur_append_silence;
   std::unique_ptr<chatterbox::S3GenFlowStreamer> streamer;
   gint64 frames_out;
   guint64 utterances;
@@ -97,6 +119,8 @@ static chatterbox::S3GenStreamerOptions streamer_options(GstS3GenMel* self) {
   o.n_timesteps = self->cur_n_timesteps > 0 ? self->cur_n_timesteps : -1;
   o.cfg_rate = self->cur_cfg_rate;
   o.seed = self->cur_seed + self->utterances;
+  o.append_silence_on_finish = self->cur_append_silence;
+  o.silence_token = kSilenceToken;
   return o;
 }
 
@@ -123,6 +147,8 @@ static GstFlowReturn finish_utterance(GstS3GenMel* self) {
       if (ret == GST_FLOW_OK && self->streamer->tokens() > 0) ret = push_mel(self, self->streamer->finish());
       self->streamer.reset();
     } else if (!self->tokens.empty()) {
+      if (self->cur_append_silence)
+        self->tokens.insert(self->tokens.end(), self->flow->config().pre_lookahead_len, kSilenceToken);
       chatterbox::S3GenInferenceOptions o;
       o.n_timesteps = self->cur_n_timesteps > 0 ? self->cur_n_timesteps : -1;
       o.cfg_rate = self->cur_cfg_rate;
@@ -160,7 +186,10 @@ static GstFlowReturn gst_s3gen_mel_chain(GstPad*, GstObject* parent, GstBuffer* 
     self->cur_cfg_rate = self->cfg_rate;
     self->cur_seed = self->seed;
     self->cur_chunk_tokens = self->chunk_tokens;
+    const GstS3GenMelSwitch silence = self->append_silence;
     GST_OBJECT_UNLOCK(self);
+    self->cur_append_silence =
+        silence == S3GEN_MEL_ON || (silence == S3GEN_MEL_AUTO && self->flow->meanflow());
     if (self->cur_chunk_tokens > 0)
       self->streamer = std::make_unique<chatterbox::S3GenFlowStreamer>(*self->flow, *self->voice, streamer_options(self));
   }
@@ -259,6 +288,10 @@ static gboolean load(GstS3GenMel* self) {
   std::string voice = self->voice_path ? self->voice_path : "";
   std::string noise = self->noise_file ? self->noise_file : "";
   std::string device = self->device ? self->device : "cpu";
+  chatterbox::S3GenLoadOptions lo;
+  lo.device = device;
+  lo.precision = self->precision ? self->precision : "f32";
+  const GstS3GenMelSwitch want_meanflow = self->meanflow;
   GST_OBJECT_UNLOCK(self);
   if (model.empty()) {
     GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("No model given: set 'model' to Chatterbox's s3gen.safetensors"),
@@ -272,19 +305,26 @@ static gboolean load(GstS3GenMel* self) {
                       (nullptr));
     return FALSE;
   }
-  if (device != "cpu") {
-    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("s3genmel runs on the CPU only in this version (device '%s')",
-                                                 device.c_str()), (nullptr));
-    return FALSE;
-  }
   try {
     self->flow = chatterbox::ModelCache::global().get<chatterbox::S3GenFlow>(
-        chatterbox::ModelCache::make_key("s3gen", {model}, device),
-        [&] { return std::make_shared<const chatterbox::S3GenFlow>(chatterbox::S3GenFlow::load(model)); });
+        chatterbox::ModelCache::make_key("s3gen", {model}, device, "precision=" + lo.precision),
+        [&] { return std::make_shared<const chatterbox::S3GenFlow>(chatterbox::S3GenFlow::load(model, lo)); });
   } catch (const std::exception& e) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load model '%s': %s", model.c_str(), e.what()), (nullptr));
     return FALSE;
   }
+  const bool is_meanflow = self->flow->meanflow();
+  if ((want_meanflow == S3GEN_MEL_ON && !is_meanflow) || (want_meanflow == S3GEN_MEL_OFF && is_meanflow)) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                      ("meanflow=%s, but '%s' is %s", want_meanflow == S3GEN_MEL_ON ? "on" : "off", model.c_str(),
+                       is_meanflow ? "a mean-flow (Chatterbox-Turbo) flow" : "a standard (CFM + CFG) flow"),
+                      ("the time_embed_mixer tensor marks a mean-flow flow; set meanflow=auto to accept either"));
+    self->flow.reset();
+    return FALSE;
+  }
+  GST_INFO_OBJECT(self, "loaded %s flow from '%s' (%s, %s, %lld steps by default)",
+                  is_meanflow ? "mean-flow (Turbo)" : "standard", model.c_str(), self->flow->device().c_str(),
+                  self->flow->precision().c_str(), static_cast<long long>(self->flow->config().n_timesteps));
   try {
     self->voice.emplace(chatterbox::S3GenVoice::load(voice));
   } catch (const std::exception& e) {
@@ -349,7 +389,8 @@ static void set_string(gchar** dst, const GValue* value) {
 static void gst_s3gen_mel_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   GstS3GenMel* self = GST_S3GEN_MEL(object);
   GST_OBJECT_LOCK(self);
-  const bool file = id == PROP_MODEL || id == PROP_VOICE || id == PROP_NOISE_FILE || id == PROP_DEVICE;
+  const bool file = id == PROP_MODEL || id == PROP_VOICE || id == PROP_NOISE_FILE || id == PROP_DEVICE ||
+                    id == PROP_PRECISION || id == PROP_MEANFLOW;
   if (file && (GST_STATE(self) != GST_STATE_NULL || GST_STATE_PENDING(self) != GST_STATE_VOID_PENDING)) {
     // Loaded in READY and up: a new file would silently not apply.
     GST_OBJECT_UNLOCK(self);
@@ -363,6 +404,9 @@ static void gst_s3gen_mel_set_property(GObject* object, guint id, const GValue* 
     case PROP_VOICE: set_string(&self->voice_path, value); break;
     case PROP_NOISE_FILE: set_string(&self->noise_file, value); break;
     case PROP_DEVICE: set_string(&self->device, value); break;
+    case PROP_PRECISION: set_string(&self->precision, value); break;
+    case PROP_MEANFLOW: self->meanflow = static_cast<GstS3GenMelSwitch>(g_value_get_enum(value)); break;
+    case PROP_APPEND_SILENCE: self->append_silence = static_cast<GstS3GenMelSwitch>(g_value_get_enum(value)); break;
     case PROP_N_TIMESTEPS: self->n_timesteps = g_value_get_int(value); break;
     case PROP_CFG_RATE: self->cfg_rate = g_value_get_double(value); break;
     case PROP_SEED: self->seed = g_value_get_uint64(value); break;
@@ -380,6 +424,9 @@ static void gst_s3gen_mel_get_property(GObject* object, guint id, GValue* value,
     case PROP_VOICE: g_value_set_string(value, self->voice_path); break;
     case PROP_NOISE_FILE: g_value_set_string(value, self->noise_file); break;
     case PROP_DEVICE: g_value_set_string(value, self->device); break;
+    case PROP_PRECISION: g_value_set_string(value, self->precision); break;
+    case PROP_MEANFLOW: g_value_set_enum(value, self->meanflow); break;
+    case PROP_APPEND_SILENCE: g_value_set_enum(value, self->append_silence); break;
     case PROP_N_TIMESTEPS: g_value_set_int(value, self->n_timesteps); break;
     case PROP_CFG_RATE: g_value_set_double(value, self->cfg_rate); break;
     case PROP_SEED: g_value_set_uint64(value, self->seed); break;
@@ -395,6 +442,7 @@ static void gst_s3gen_mel_finalize(GObject* object) {
   g_free(self->voice_path);
   g_free(self->noise_file);
   g_free(self->device);
+  g_free(self->precision);
   self->flow.~shared_ptr();
   self->voice.~optional();
   self->noise.~Tensor();
@@ -418,7 +466,8 @@ static void gst_s3gen_mel_class_init(GstS3GenMelClass* klass) {
   const GParamFlags live = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
   g_object_class_install_property(gobject_class, PROP_MODEL,
       g_param_spec_string("model", "Model",
-                          "Chatterbox's s3gen.safetensors (or s3gen.pt; its flow. tensors are used) or a flow-only "
+                          "Chatterbox's s3gen.safetensors, Chatterbox-Turbo's s3gen_meanflow.safetensors (or s3gen.pt; "
+                          "their flow. tensors are used) or a flow-only "
                           "checkpoint with a config; loaded when going to READY (s3genmel elements naming the same "
                           "file share one copy of the weights). Changeable in the NULL state only.",
                           nullptr, rw));
@@ -430,13 +479,14 @@ static void gst_s3gen_mel_class_init(GstS3GenMelClass* klass) {
                           nullptr, rw));
   g_object_class_install_property(gobject_class, PROP_N_TIMESTEPS,
       g_param_spec_int("n-timesteps", "Steps",
-                       "Euler steps of the flow ODE (0: the model's, 10). Changeable while playing: applies from the "
-                       "next utterance.",
+                       "Euler steps of the flow ODE (0: the model's: 10, or 2 for a mean-flow / Chatterbox-Turbo "
+                       "model). Changeable while playing: applies from the next utterance.",
                        0, 1000, 0, live));
   g_object_class_install_property(gobject_class, PROP_CFG_RATE,
       g_param_spec_double("cfg-rate", "CFG rate",
-                          "Classifier-free guidance rate (negative: the model's, 0.7). Changeable while playing: "
-                          "applies from the next utterance.",
+                          "Classifier-free guidance rate (negative: the model's, 0.7). Not used by mean-flow "
+                          "(Turbo) models, which were distilled with guidance. Changeable while playing: applies from "
+                          "the next utterance.",
                           -1.0, 100.0, -1.0, live));
   g_object_class_install_property(gobject_class, PROP_SEED,
       g_param_spec_uint64("seed", "Seed",
@@ -452,8 +502,29 @@ static void gst_s3gen_mel_class_init(GstS3GenMelClass* klass) {
                           nullptr, rw));
   g_object_class_install_property(gobject_class, PROP_DEVICE,
       g_param_spec_string("device", "Device",
-                          "Where to run: 'cpu' (the only one this version supports). Changeable in the NULL state only.",
+                          "Where to run: 'cpu', or 'cuda' / 'cuda:N' with a CUDA LibTorch build (refused at READY "
+                          "otherwise). Changeable in the NULL state only.",
                           "cpu", rw));
+  g_object_class_install_property(gobject_class, PROP_PRECISION,
+      g_param_spec_string("precision", "Precision",
+                          "Floating-point type of the flow's weights and arithmetic: 'f32' (default, the reference), "
+                          "'bf16' or 'f16' (the mel moves by about 1 % rel. L2 in bf16; see README). A type the "
+                          "device's LibTorch kernels lack (f16 on the CPU) is refused at READY with the reason. "
+                          "Changeable in the NULL state only.",
+                          "f32", rw));
+  g_object_class_install_property(gobject_class, PROP_MEANFLOW,
+      g_param_spec_enum("meanflow", "Mean flow",
+                        "Which decoder the model must be: auto (default) takes what the checkpoint holds (a "
+                        "time_embed_mixer tensor marks Chatterbox-Turbo's mean-flow decoder: 2 plain Euler steps, no "
+                        "CFG); on / off refuse at READY a model of the other kind. Changeable in the NULL state only.",
+                        gst_s3gen_mel_switch_get_type(), S3GEN_MEL_AUTO, rw));
+  g_object_class_install_property(gobject_class, PROP_APPEND_SILENCE,
+      g_param_spec_enum("append-silence", "Append silence",
+                        "Decode three silence tokens (4299) after each utterance's last token, giving it quiet right "
+                        "context (6 more mel frames): auto (default) does it for mean-flow models as "
+                        "ChatterboxTurboTTS.generate does, not for standard ones (ChatterboxTTS.generate). "
+                        "Changeable while playing: applies from the next utterance.",
+                        gst_s3gen_mel_switch_get_type(), S3GEN_MEL_AUTO, live));
   g_object_class_install_property(gobject_class, PROP_CHUNK_TOKENS,
       g_param_spec_uint("chunk-tokens", "Chunk tokens",
                         "0 (default): decode each utterance whole at its end (DISCONT or EOS), exactly as the "
@@ -486,6 +557,7 @@ static void gst_s3gen_mel_init(GstS3GenMel* self) {
   gst_pad_use_fixed_caps(self->srcpad);
   gst_element_add_pad(GST_ELEMENT(self), self->srcpad);
   self->device = g_strdup("cpu");
+  self->precision = g_strdup("f32");
   self->cfg_rate = -1.0;
   new (&self->timing) chatterbox::OutputTiming();
 }

@@ -12,6 +12,7 @@
 #include <gst/gst.h>
 
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -52,8 +53,33 @@ std::vector<int32_t> fixture_tokens() {
   return std::vector<int32_t>(t.data_ptr<int32_t>(), t.data_ptr<int32_t>() + t.numel());
 }
 
-GstHarness* make(const std::string& props) {
-  std::string launch = "s3genmel model=" + fixture("s3gen/flow_tiny.safetensors") + " " + props;
+// Chatterbox-Turbo's layout at the tiny widths: flow_tiny plus the mean-flow
+// fixture's time mixer (tests/s3gen/flow_tiny_meanflow.safetensors), and that
+// fixture's noise.
+struct TurboFiles {
+  std::string model = "s3genmel_test_turbo.safetensors";
+  std::string noise = "s3genmel_test_turbo_noise.safetensors";
+  Checkpoint mf = Checkpoint::open(S3GEN_TEST_DIR "/flow_tiny_meanflow.safetensors");
+  TurboFiles() {
+    Checkpoint ck = flow_fixture();
+    std::map<std::string, at::Tensor> w;
+    for (const auto& k : ck.keys())
+      if (k.rfind("test.", 0) != 0) w["flow." + k] = ck.get_raw(k);
+    w["flow.decoder.estimator.time_embed_mixer.weight"] = mf.get("decoder.estimator.time_embed_mixer.weight");
+    // With the fixture's config: without one the estimator's head count
+    // (2 here) could not be read from the shapes (tests/s3gen covers that
+    // the mixer alone marks a config-less file as mean flow).
+    write_safetensors(model, w, {{"config", mf.metadata("config")}});
+    write_safetensors(noise, {{"noise", mf.get("test.mf.noise")}});
+  }
+  ~TurboFiles() {
+    std::remove(model.c_str());
+    std::remove(noise.c_str());
+  }
+};
+
+GstHarness* make(const std::string& props, const std::string& model = fixture("s3gen/flow_tiny.safetensors")) {
+  std::string launch = "s3genmel model=" + model + " " + props;
   GstHarness* h = gst_harness_new_parse(launch.c_str());
   gst_harness_set_src_caps_str(h, kTokenCaps);
   return h;
@@ -179,23 +205,85 @@ BOOST_AUTO_TEST_CASE(empty_stream_gives_eos_only) {
   gst_harness_teardown(h);
 }
 
-BOOST_AUTO_TEST_CASE(missing_voice_fails_with_a_message) {
-  GstElement* e = gst_element_factory_make("s3genmel", nullptr);
+// The error message of a READY that must fail ("" if it did not fail).
+std::string ready_error(const std::string& props) {
+  GError* perr = nullptr;
+  GstElement* e = gst_parse_launch(("s3genmel " + props).c_str(), &perr);
   BOOST_REQUIRE(e);
-  g_object_set(e, "model", fixture("s3gen/flow_tiny.safetensors").c_str(), nullptr);
   GstBus* bus = gst_bus_new();
   gst_element_set_bus(e, bus);
-  BOOST_TEST(gst_element_set_state(e, GST_STATE_READY) == GST_STATE_CHANGE_FAILURE);
-  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
-  BOOST_REQUIRE(msg);
-  GError* err = nullptr;
-  gst_message_parse_error(msg, &err, nullptr);
-  BOOST_TEST(std::string(err->message).find("voice") != std::string::npos);
-  g_error_free(err);
-  gst_message_unref(msg);
+  std::string text;
+  if (gst_element_set_state(e, GST_STATE_READY) == GST_STATE_CHANGE_FAILURE) {
+    GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+    BOOST_REQUIRE(msg);
+    GError* err = nullptr;
+    gst_message_parse_error(msg, &err, nullptr);
+    text = err->message;
+    g_error_free(err);
+    gst_message_unref(msg);
+  }
   gst_element_set_state(e, GST_STATE_NULL);
   gst_object_unref(bus);
   gst_object_unref(e);
+  return text;
+}
+
+BOOST_AUTO_TEST_CASE(missing_voice_fails_with_a_message) {
+  const std::string e = ready_error("model=" + fixture("s3gen/flow_tiny.safetensors"));
+  BOOST_TEST(e.find("voice") != std::string::npos, e);
+}
+
+BOOST_AUTO_TEST_CASE(turbo_model_matches_reference_and_appends_silence_like_turbo_tts) {
+  TempFiles files;
+  TurboFiles turbo;
+  // Mean flow detected from the file; default 2 steps; no silence: the
+  // reference call's exact output.
+  GstHarness* h = make("voice=" + files.voice + " noise-file=" + turbo.noise + " append-silence=off", turbo.model);
+  push_tokens(h, fixture_tokens(), 7);
+  at::Tensor expected = turbo.mf.get("test.mf2.output_mel")[0].transpose(0, 1);
+  at::Tensor got = pull_all(h).mel;
+  BOOST_REQUIRE(got.sizes() == expected.sizes());
+  BOOST_TEST_MESSAGE("s3genmel (Turbo) vs reference: max abs " << test::max_abs_diff(got, expected));
+  BOOST_TEST(test::max_abs_diff(got, expected) <= 1e-4);
+  gst_harness_teardown(h);
+  // append-silence=auto: three 4299 tokens after the utterance for mean-flow
+  // models (ChatterboxTurboTTS.generate), none for standard ones.
+  auto frames = [&](const std::string& props, const std::string& model) {
+    GstHarness* x = make("voice=" + files.voice + " seed=3 " + props, model);
+    push_tokens(x, fixture_tokens(), 30);
+    const int64_t n = pull_all(x).mel.size(0);
+    gst_harness_teardown(x);
+    return n;
+  };
+  BOOST_TEST(frames("", turbo.model) == 66);
+  BOOST_TEST(frames("chunk-tokens=8", turbo.model) == 66);
+  BOOST_TEST(frames("", fixture("s3gen/flow_tiny.safetensors")) == 60);
+  BOOST_TEST(frames("append-silence=on", fixture("s3gen/flow_tiny.safetensors")) == 66);
+}
+
+BOOST_AUTO_TEST_CASE(meanflow_expectation_and_precision_are_checked_at_ready) {
+  TempFiles files;
+  TurboFiles turbo;
+  const std::string standard = "model=" + fixture("s3gen/flow_tiny.safetensors") + " voice=" + files.voice;
+  std::string e = ready_error(standard + " meanflow=on");
+  BOOST_TEST(e.find("meanflow=on") != std::string::npos, e);
+  BOOST_TEST(e.find("standard (CFM + CFG) flow") != std::string::npos, e);
+  e = ready_error("model=" + turbo.model + " voice=" + files.voice + " meanflow=off");
+  BOOST_TEST(e.find("mean-flow (Chatterbox-Turbo)") != std::string::npos, e);
+  BOOST_TEST(ready_error("model=" + turbo.model + " voice=" + files.voice + " meanflow=on").empty());
+  e = ready_error(standard + " precision=f16");
+  BOOST_TEST(e.find("precision 'f16' is not supported on device 'cpu'") != std::string::npos, e);
+  e = ready_error(standard + " precision=double");
+  BOOST_TEST(e.find("unknown precision 'double'") != std::string::npos, e);
+  // bf16 runs, close to the f32 reference (tests/s3gen: rel-L2 ~0.01).
+  GstHarness* h = make("voice=" + files.voice + " noise-file=" + files.noise + " precision=bf16");
+  push_tokens(h, fixture_tokens(), 30);
+  at::Tensor got = pull_all(h).mel;
+  at::Tensor expected = flow_fixture().get("test.output_mel")[0].transpose(0, 1);
+  BOOST_REQUIRE(got.sizes() == expected.sizes());
+  BOOST_TEST_MESSAGE("s3genmel precision=bf16 vs f32 reference: rel-L2 " << test::rel_l2(got, expected));
+  BOOST_TEST(test::rel_l2(got, expected) <= 0.02);
+  gst_harness_teardown(h);
 }
 
 BOOST_AUTO_TEST_CASE(tokens_to_audio_pipeline) {
