@@ -17,7 +17,10 @@
 //   bench_api dump --model W --dir D --seconds S --out F
 //       F = {"mel": [1, n_mels, T], "audio": [1, samples]} (whole forward):
 //       reference_*.py --check F shows the Python reference computes the same.
+//   bench_api flow --seconds S --prompt-seconds P ... (bench/bench_flow.h)
+//       the S3Gen flow (tokens -> mel), full size, whole and streamed.
 #include "bench/bench_common.h"
+#include "bench/bench_flow.h"
 
 #include <ATen/Context.h>
 #include <c10/core/InferenceMode.h>
@@ -190,6 +193,7 @@ int main(int argc, char** argv) {
     if (cmd == "speed") return cmd_speed(a);
     if (cmd == "error") return cmd_error(a);
     if (cmd == "dump") return cmd_dump(a);
+    if (cmd == "flow") return bench::cmd_flow(a);
     std::cerr << "unknown command '" << cmd << "'\n";
     return 2;
   } catch (const std::exception& e) {

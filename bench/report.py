@@ -174,6 +174,31 @@ def markdown(res):
                          f"{fmt(t[0])}-{fmt(t[-1])} | {fr[len(fr) // 2]:.0f} |")
         L.append("")
 
+    if res.get("flow"):
+        f0 = res["flow"][0]
+        L.append("## S3Gen flow (speech tokens -> mel)\n")
+        L.append(f"Chatterbox's flow at its real widths (encoder 512 x 6 + 4 up blocks, estimator channels 256, 4 "
+                 f"transformer blocks per level, 12 mid blocks, 8 heads x 64), random weights, 2 threads: "
+                 f"{f0['tokens']} target tokens ({f0['audio_s']:g} s of mel) after a {f0['prompt_seconds']:g} s voice prompt "
+                 "(decoded with every utterance, as upstream). ms per audio second = median time / audio seconds. "
+                 "Streamed = upstream's S3GenStreamer rule (every N tokens, all tokens so far decoded again, the last 3 "
+                 "as look-ahead), its deviation from the whole decode with the same target noise.\n")
+        L.append("| decoder | precision | steps | median ms | ms per audio s | xRT | streamed (chunk, decodes): ms, x whole | "
+                 "streamed vs whole max abs / rel-L2 | vs f32 max abs / rel-L2 | peak RSS MiB | load |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for o in res["flow"]:
+            w = o["whole"]
+            st, sv, vf = o.get("stream"), o.get("stream_vs_whole"), o.get("vs_f32")
+            stream = (f"{o['stream_chunk_tokens']} tok, {o['stream_decodes']}: {fmt(st['median_ms'], 0)}, "
+                      f"{st['median_ms'] / w['median_ms']:.1f}x") if st else "-"
+            dev = f"{sv['max_abs']:.2f} / {sv['rel_l2']:.3f}" if sv else "-"
+            prec = f"{vf['max_abs']:.3f} / {vf['rel_l2']:.4f}" if vf else "-"
+            kind = "mean flow (Turbo)" if "meanflow" in o["model"] else "standard (CFG)"
+            L.append(f"| {kind} | {o['precision']} | {o['steps']} | {fmt(w['median_ms'], 0)} | "
+                     f"{fmt(w['median_ms'] / o['audio_s'], 0)} | {fmt(w['xrt_median'], 2)} | {stream} | {dev} | {prec} | "
+                     f"{o['peak_rss_kb'] / 1024:.0f} | {o['load_before'][0]:.2f} |")
+        L.append("")
+
     L.append("## CUDA\n")
     c = res.get("cuda")
     if not c:

@@ -96,10 +96,12 @@ def plan(quick):
     if quick:
         return {"seconds": [1, 10], "reps": {1: 3, 10: 2}, "threads": [1, 2], "stream_s": 2, "stream_reps": 2,
                 "elem_reps": 2, "err_s": 2, "lat_reps": 1, "lat_s": 1.0, "lat_lookaheads": [0, 2, -1],
-                "ref_seconds": {"vocos": [1, 10], "hift": [1]}, "ref_reps": {1: 2, 10: 1, 60: 1}}
+                "ref_seconds": {"vocos": [1, 10], "hift": [1]}, "ref_reps": {1: 2, 10: 1, 60: 1},
+                "flow": {"seconds": 2, "prompt_s": 2, "reps": 1, "stream_chunk": 25}}
     return {"seconds": [1, 10, 60], "reps": {1: 7, 10: 5, 60: 2}, "threads": [1, 2], "stream_s": 5, "stream_reps": 3,
             "elem_reps": 3, "err_s": 3, "lat_reps": 3, "lat_s": 1.5, "lat_lookaheads": LOOKAHEADS,
-            "ref_seconds": {"vocos": [1, 10, 60], "hift": [1, 10]}, "ref_reps": {1: 5, 10: 3, 60: 1}}
+            "ref_seconds": {"vocos": [1, 10, 60], "hift": [1, 10]}, "ref_reps": {1: 5, 10: 3, 60: 1},
+            "flow": {"seconds": 4, "prompt_s": 4, "reps": 2, "stream_chunk": 25}}
 
 
 def main():
@@ -210,6 +212,22 @@ def main():
                    "--threads", "1", "--lookaheads", ",".join(map(str, LOOKAHEADS))], threads=1)
         if o:
             res["error"].append(o)
+
+    # 5a. The S3Gen flow (tokens -> mel) at full size: standard (10 steps,
+    # CFG) and mean flow (Turbo, 2 steps), whole and with upstream's
+    # re-decode-everything streaming; bf16 against f32 weights.
+    log("S3Gen flow")
+    res["flow"] = []
+    F = P["flow"]
+    for meanflow, precision, stream in [(0, "f32", True), (1, "f32", True), (1, "bf16", False), (0, "bf16", False)]:
+        o = r.run([api, "flow", "--seconds", str(F["seconds"]), "--prompt-seconds", str(F["prompt_s"]),
+                   "--threads", "2", "--reps", str(F["reps"]), "--meanflow", str(meanflow), "--precision", precision,
+                   "--stream-chunk", str(F["stream_chunk"] if stream else 0), "--stream-reps", "1"], threads=2,
+                  timeout=3600)
+        if o:
+            o["whole"] = stats(o["whole_ms"], o["audio_s"])
+            o["stream"] = stats(o["stream_ms"], o["audio_s"])
+            res["flow"].append(o)
 
     # 6. The PyTorch reference (upstream's forward restated), same machine, same run.
     res["reference"] = []
