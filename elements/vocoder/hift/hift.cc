@@ -4,6 +4,7 @@
 // f0_predictor.py (ConvRNNF0Predictor), s3gen.py (S3Token2Wav: config, fade).
 #include "elements/vocoder/hift/hift.h"
 
+#include "elements/vocoder/hift/hift_kernels.h"
 #include "elements/vocoder/hift/hift_stream.h"
 #include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/module_loader.h"
@@ -378,10 +379,11 @@ struct HiftModel::Impl {
         w.rb.push_back(res_w(*std::static_pointer_cast<ResBlockMod>(mod.resblocks[i * w.nk + j]),
                              c.resblock_dilation_sizes[j]));
     }
-    // F0 predictor in float64 (chunking-invariant F0, see f0_whole).
-    for (auto& m : mod.condnet_convs) w.f0.push_back(conv_w(*m, 1, at::kDouble));
-    w.cls_w = mod.classifier->p("weight").to(at::kDouble).contiguous();
-    w.cls_b = mod.classifier->p("bias").to(at::kDouble).reshape({-1, 1}).contiguous();
+    // F0 predictor: chunking-invariant either way (see f0_whole).
+    const at::ScalarType f0_type = kernels::packed_conv_available() ? at::kFloat : at::kDouble;
+    for (auto& m : mod.condnet_convs) w.f0.push_back(conv_w(*m, 1, f0_type));
+    w.cls = detail::make_conv(mod.classifier->p("weight").unsqueeze(2).to(f0_type),
+                              mod.classifier->p("bias").to(f0_type), 1);
     at::Tensor lw = mod.l_linear->p("weight").contiguous();
     lin_w.assign(lw.data_ptr<float>(), lw.data_ptr<float>() + lw.numel());
     lin_b = mod.l_linear->p("bias").item<float>();
@@ -461,12 +463,14 @@ struct HiftModel::Impl {
   }
 
   // ---- F0 ----
-  // The ConvRNNF0Predictor runs in float64 and is rounded to float32. Why:
-  // the sine phase integrates F0 over the whole utterance, so a last-bit
-  // change in F0 (which float32 convolutions produce when the blocking
-  // changes) would move later harmonic phases; in float64 the rounded F0 is
-  // the same however the utterance is chunked. Compared with the float32
-  // reference this is within the fixture's f32-vs-f64 budget.
+  // The sine phase integrates F0 over the whole utterance, so a last-bit
+  // change in F0 would move every later harmonic phase: F0 must not depend
+  // on how the utterance is chunked. The packed kernel's sums do not (nor do
+  // its ELU's), so there the ConvRNNF0Predictor runs in float32 like the
+  // reference. BLAS GEMMs may round differently for other column counts, so
+  // there it runs in float64 and is rounded to float32: the rounded F0 is the
+  // same however the utterance is chunked (within the fixture's f32-vs-f64
+  // budget of the float32 reference).
   at::Tensor f0_whole(const at::Tensor& mel_ct) const {
     detail::F0S s = detail::f0_init(w);
     return detail::f0_step(w, s, mel_ct, true, mel_ct.size(1));

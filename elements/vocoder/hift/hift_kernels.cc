@@ -68,6 +68,22 @@ void snake_into(const at::Tensor& x_in, at::Tensor dst, const at::Tensor& a_in, 
   });
 }
 
+void elu_into(const at::Tensor& x_in, at::Tensor dst) {
+  at::Tensor x = x_in.contiguous();
+  const int64_t C = x.size(0), T = x.size(1);
+  TORCH_CHECK(dst.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat && dst.size(0) == C &&
+                  dst.size(1) == T && (T <= 1 || dst.stride(1) == 1),
+              "elu_into: mismatched tensors");
+  const float* xp = x.data_ptr<float>();
+  float* yp = dst.data_ptr<float>();
+  const int64_t ld = dst.stride(0);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t t = 0; t < T; ++t) {
+      const float v = xp[c * T + t];
+      yp[c * ld + t] = v > 0.f ? v : std::expm1(v);
+    }
+}
+
 at::Tensor istft_spec(const at::Tensor& post_in, int64_t K) {
   at::Tensor post = post_in.contiguous();
   const int64_t m = post.size(1);
@@ -151,11 +167,60 @@ CB_AVX512 void tile(const float* wp, int64_t cin, int k, int64_t dil, const floa
   }
 }
 
+// Fewer than 8 columns (streaming a frame at a time, the F0 predictor's one
+// column per frame): vectors run along output channels instead, NB blocks of
+// 8 per pass, acc[b][t] = 8 channels of column t. Same (ci, j) order and one
+// FMA per term per element as tile(), so the same bits.
+#define CB_AVX512VL __attribute__((target("avx512f,avx512vl,fma")))
+template <int NB>
+CB_AVX512VL void tile_narrow(const float* wp, int64_t panel, int64_t cin, int k, int64_t dil, const float* x,
+                             int64_t ldx, const float* init, int64_t ldi, const float* bias, float* out, int64_t ldo,
+                             int64_t cout, int64_t co0, int64_t n) {
+  __m256 acc[NB][7];
+  alignas(32) float tmp[8];
+  for (int b = 0; b < NB; ++b)
+    for (int64_t t = 0; t < n; ++t) {
+      for (int r = 0; r < 8; ++r) {
+        const int64_t co = co0 + 8 * b + r;
+        tmp[r] = co >= cout ? 0.f : init ? init[co * ldi + t] : bias[co];
+      }
+      acc[b][t] = _mm256_load_ps(tmp);
+    }
+  for (int64_t ci = 0; ci < cin; ++ci) {
+    const float* xr = x + ci * ldx;
+    for (int j = 0; j < k; ++j) {
+      __m256 wv[NB];
+      for (int b = 0; b < NB; ++b) wv[b] = _mm256_loadu_ps(wp + b * panel + (ci * k + j) * kMR);
+      const float* xp = xr + j * dil;
+      for (int64_t t = 0; t < n; ++t) {
+        const __m256 xv = _mm256_set1_ps(xp[t]);
+        for (int b = 0; b < NB; ++b) acc[b][t] = _mm256_fmadd_ps(wv[b], xv, acc[b][t]);
+      }
+    }
+  }
+  for (int b = 0; b < NB; ++b)
+    for (int64_t t = 0; t < n; ++t) {
+      _mm256_store_ps(tmp, acc[b][t]);
+      for (int r = 0; r < 8; ++r) {
+        const int64_t co = co0 + 8 * b + r;
+        if (co < cout) out[co * ldo + t] = tmp[r];
+      }
+    }
+}
+
 CB_AVX512 void conv_avx512(const PackedConv& p, int64_t dil, const float* x, int64_t ldx, int64_t n,
                            const float* init, int64_t ldi, const float* bias, float* out, int64_t ldo, int64_t cb0,
                            int64_t cb1) {
   const int64_t panel = p.cin * p.k * kMR;
   const float* w = p.w.data_ptr<float>();
+  if (n < 8) {
+    int64_t cb = cb0;
+    for (; cb + 4 <= cb1; cb += 4)
+      tile_narrow<4>(w + cb * panel, panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, p.cout, cb * kMR, n);
+    for (; cb < cb1; ++cb)
+      tile_narrow<1>(w + cb * panel, panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, p.cout, cb * kMR, n);
+    return;
+  }
   for (int64_t cb = cb0; cb < cb1; ++cb) {
     const int64_t co0 = cb * kMR;
     const int rows = static_cast<int>(std::min<int64_t>(kMR, p.cout - co0));
@@ -176,7 +241,8 @@ bool cpu_has_avx512() {
   static const bool has = [] {
     if (const char* e = std::getenv("CHATTERBOX_HIFT_BLAS_CONV"); e && e[0] == '1') return false;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
+    return __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512vl") != 0 &&
+           __builtin_cpu_supports("fma") != 0;
   }();
   return has;
 }

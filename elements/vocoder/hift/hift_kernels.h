@@ -12,6 +12,10 @@ namespace chatterbox::hift::kernels {
 // buffer: rows may be strided, columns contiguous) in one pass.
 void snake_into(const at::Tensor& x, at::Tensor dst, const at::Tensor& a, const at::Tensor& inv);
 
+// ELU(x) = x > 0 ? x : expm1(x), float32 x [C, T] into dst [C, T] (rows may
+// be strided), per element with the scalar libm (no vector/scalar split).
+void elu_into(const at::Tensor& x, at::Tensor dst);
+
 // conv_post's output [2K, m] (log-magnitudes, then phase logits) -> the
 // spectrum [re(K); im(K)] with magnitude min(exp(x), 100) and phase sin(y),
 // as HiFTGenerator._istft; plain per-element float math (no vector/scalar

@@ -50,7 +50,12 @@ void activate(const ActW& a, const at::Tensor& x, at::Tensor dst) {
   switch (a.kind) {
     case Act::None: dst.copy_(x); break;
     case Act::LeakyRelu: at::leaky_relu_out(dst, x, a.slope); break;
-    case Act::Elu: at::elu_out(dst, x); break;
+    case Act::Elu:
+      if (dst.scalar_type() == at::kFloat)
+        kernels::elu_into(x, dst);
+      else
+        at::elu_out(dst, x);
+      break;
     case Act::Snake: kernels::snake_into(x, dst, a.alpha, a.inv); break;
   }
 }
@@ -401,9 +406,11 @@ at::Tensor f0_step(const Weights& w, F0S& s, const at::Tensor& mel_ct, bool at_e
   ActW elu;
   elu.kind = Act::Elu;
   for (size_t k = 0; k < w.f0.size(); ++k) x = conv_step(w.f0[k], k == 0 ? ActW{} : elu, s.convs[k], x, at_end, T);
-  if (x.size(1) == 0) return at::empty({0}, at::kFloat);
-  at::Tensor f = at::addmm(w.cls_b, w.cls_w, at::elu(x));  // [1, m]
-  return f.abs_()[0].to(at::kFloat).contiguous();
+  const int64_t m = x.size(1);
+  if (m == 0) return at::empty({0}, at::kFloat);
+  at::Tensor h = at::empty_like(x);
+  activate(elu, x, h);
+  return conv_cols(w.cls, h, m, {}).abs_()[0].to(at::kFloat).contiguous();
 }
 
 }  // namespace chatterbox::hift::detail

@@ -33,7 +33,7 @@ namespace chatterbox::hift::detail {
 
 // ---- weights, prepared at load ----------------------------------------------
 
-enum class Act { None, LeakyRelu, Snake, Elu };
+enum class Act { None, LeakyRelu, Snake, Elu };  // Elu: float64 (ATen) or float32 (kernels::elu_into)
 struct ActW {
   Act kind = Act::None;
   double slope = 0;       // LeakyRelu
@@ -88,9 +88,10 @@ struct Weights {
   ConvW stft;   // [n_fft + 2, hop, n_fft / hop] over blocks of hop samples, window folded in
   ConvW istft;  // [n_fft, n_fft + 2, 1]: irfft and window folded in
   std::vector<double> win2;
-  // F0 predictor (float64): five k3 convs, ELU after each, linear classifier.
+  // F0 predictor: five k3 convs, ELU after each, the linear classifier as a
+  // kernel-1 conv; float32 on the packed kernel, else float64 (see hift.cc).
   std::vector<ConvW> f0;
-  at::Tensor cls_w, cls_b;  // [1, C], [1, 1]
+  ConvW cls;
 };
 
 // ---- state ---------------------------------------------------------------------
@@ -162,7 +163,7 @@ at::Tensor decoder_step(const Weights& w, DecoderS& s, const at::Tensor& mel_ct,
                         int64_t T, std::vector<at::Tensor>* post_out = nullptr);
 
 // New mel columns [80, m] -> F0 (Hz, float32) of the frames that became
-// final (computed in float64, see hift.cc). at_end: T frames in all.
+// final. at_end: T frames in all.
 at::Tensor f0_step(const Weights& w, F0S& s, const at::Tensor& mel_ct, bool at_end, int64_t T);
 
 }  // namespace chatterbox::hift::detail
