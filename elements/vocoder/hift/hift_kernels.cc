@@ -121,18 +121,19 @@ CB_AVX512 inline __mmask16 lane_mask(int64_t remaining) {
   return remaining >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << remaining) - 1u);
 }
 
-// One tile: rows [co0, co0 + rows) (rows <= 8), columns [t0, t0 + nt)
+// One tile: NR (8, or 4: half of the 8-row weight panel, from row roff)
+// output channels from co0 (rows of them valid), columns [t0, t0 + nt)
 // (nt <= 16 NV; kFull: nt == 16 NV, no lane masks in the inner loop).
-template <int NV, bool kFull>
+template <int NR, int NV, bool kFull>
 CB_AVX512 void tile(const float* wp, int64_t cin, int k, int64_t dil, const float* x, int64_t ldx, const float* init,
                     int64_t ldi, const float* bias, float* out, int64_t ldo, int64_t co0, int rows, int64_t t0,
                     int64_t nt) {
   __mmask16 m[NV];
   for (int v = 0; v < NV; ++v) m[v] = kFull ? static_cast<__mmask16>(0xFFFF) : lane_mask(nt - 16 * v);
-  __m512 acc[kMR][NV];
+  __m512 acc[NR][NV];
 #pragma GCC unroll 8
-  for (int r = 0; r < kMR; ++r) {
-#pragma GCC unroll 3
+  for (int r = 0; r < NR; ++r) {
+#pragma GCC unroll 5
     for (int v = 0; v < NV; ++v) {
       if (r >= rows)
         acc[r][v] = _mm512_setzero_ps();
@@ -148,22 +149,37 @@ CB_AVX512 void tile(const float* wp, int64_t cin, int k, int64_t dil, const floa
     for (int j = 0; j < k; ++j, w += kMR) {
       const float* xp = xr + j * dil;
       __m512 xv[NV];
-#pragma GCC unroll 3
+#pragma GCC unroll 5
       for (int v = 0; v < NV; ++v)
         xv[v] = kFull ? _mm512_loadu_ps(xp + 16 * v) : _mm512_maskz_loadu_ps(m[v], xp + 16 * v);
 #pragma GCC unroll 8
-      for (int r = 0; r < kMR; ++r) {
+      for (int r = 0; r < NR; ++r) {
         const __m512 b = _mm512_set1_ps(w[r]);
-#pragma GCC unroll 3
+#pragma GCC unroll 5
         for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(b, xv[v], acc[r][v]);
       }
     }
   }
 #pragma GCC unroll 8
-  for (int r = 0; r < kMR; ++r) {
+  for (int r = 0; r < NR; ++r) {
     if (r >= rows) break;
-#pragma GCC unroll 3
+#pragma GCC unroll 5
     for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(out + (co0 + r) * ldo + t0 + 16 * v, m[v], acc[r][v]);
+  }
+}
+
+// 49..80 columns as two passes of 4 rows x 64 / 80 columns (20 accumulators:
+// as FMA-bound as the 48-column tile, where 48 + a short tail was not).
+template <int NV>
+CB_AVX512 void wide_pair(const float* wp, int64_t cin, int k, int64_t dil, const float* x, int64_t ldx,
+                         const float* init, int64_t ldi, const float* bias, float* out, int64_t ldo, int64_t co0,
+                         int rows, int64_t t0, int64_t nt) {
+  for (int h = 0; h < 2 && 4 * h < rows; ++h) {
+    const int r = std::min(4, rows - 4 * h);
+    if (nt == 16 * NV)
+      tile<4, NV, true>(wp + 4 * h, cin, k, dil, x, ldx, init, ldi, bias, out, ldo, co0 + 4 * h, r, t0, nt);
+    else
+      tile<4, NV, false>(wp + 4 * h, cin, k, dil, x, ldx, init, ldi, bias, out, ldo, co0 + 4 * h, r, t0, nt);
   }
 }
 
@@ -221,19 +237,28 @@ CB_AVX512 void conv_avx512(const PackedConv& p, int64_t dil, const float* x, int
       tile_narrow<1>(w + cb * panel, panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, p.cout, cb * kMR, n);
     return;
   }
+  // Columns: 48-wide tiles; a tail of 1..32 after at least one of them goes
+  // with the last one into a 4-row pass of 64 or 80 columns.
+  const int64_t rest48 = n % 48;
+  const int64_t full = n / 48 - (n >= 48 && rest48 > 0 && rest48 <= 32 ? 1 : 0);
   for (int64_t cb = cb0; cb < cb1; ++cb) {
     const int64_t co0 = cb * kMR;
     const int rows = static_cast<int>(std::min<int64_t>(kMR, p.cout - co0));
+    const float* wb = w + cb * panel;
     int64_t t0 = 0;
-    for (; t0 + 48 <= n; t0 += 48)
-      tile<3, true>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, 48);
+    for (int64_t f = 0; f < full; ++f, t0 += 48)
+      tile<8, 3, true>(wb, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, 48);
     const int64_t rest = n - t0;
-    if (rest > 32)
-      tile<3, false>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
+    if (rest > 64)
+      wide_pair<5>(wb, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
+    else if (rest > 48)
+      wide_pair<4>(wb, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
+    else if (rest > 32)
+      tile<8, 3, false>(wb, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
     else if (rest > 16)
-      tile<2, false>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
+      tile<8, 2, false>(wb, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
     else if (rest > 0)
-      tile<1, false>(w + cb * panel, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
+      tile<8, 1, false>(wb, p.cin, p.k, dil, x, ldx, init, ldi, bias, out, ldo, co0, rows, t0, rest);
   }
 }
 
