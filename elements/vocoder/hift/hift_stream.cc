@@ -72,15 +72,15 @@ void append(Cols& c, const ActW& a, const at::Tensor& x, int64_t zeros) {
   c.data = nb;
 }
 
-at::Tensor none_cols(int64_t C, const at::Tensor& like) { return at::empty({C, 0}, like.options()); }
+at::Tensor none_cols(int64_t C, at::ScalarType t = at::kFloat) { return at::empty({C, 0}, t); }
 
 // ---- convolution arithmetic ------------------------------------------------------
 
 // out[:, t] = (init or bias) + sum_j W_j x[:, t + j dil] for t < n; x: the
 // input columns from the first one read (may extend further).
 at::Tensor conv_cols(const ConvW& w, const at::Tensor& x, int64_t n, at::Tensor init) {
-  if (w.packed.w.defined() && kernels::packed_conv_available()) {
-    at::Tensor out = init.defined() ? init : at::empty({w.cout(), n}, w.taps.options());
+  if (w.packed.w.defined()) {
+    at::Tensor out = init.defined() ? init : at::empty({w.cout(), n}, at::kFloat);
     kernels::conv_into(w.packed, w.dil, x, init, out);
     return out;
   }
@@ -99,7 +99,7 @@ at::Tensor conv_cols(const ConvW& w, const at::Tensor& x, int64_t n, at::Tensor 
 // ---- stride-1 "same" conv ------------------------------------------------------
 
 void conv_init(ConvS& s, const ConvW& w) {
-  s.in.data = at::zeros({w.taps.size(2), w.pad()}, w.taps.options());  // the left zero padding
+  s.in.data = at::zeros({w.cin(), w.pad()}, w.dtype);  // the left zero padding
   s.in.start = -w.pad();
   s.done = 0;
 }
@@ -124,7 +124,7 @@ int64_t conv_ready(const ConvW& w, const ConvS& s, bool at_end, int64_t L) {
 // Outputs [done, done + n): init (a fresh [Cout, n] tensor: bias + residual)
 // or the bias, plus sum_k W_k x[o - pad + k dil].
 at::Tensor conv_run(const ConvW& w, ConvS& s, int64_t n, at::Tensor init) {
-  if (n == 0) return none_cols(w.cout(), w.taps);
+  if (n == 0) return none_cols(w.cout(), w.dtype);
   const int64_t off = s.done - w.pad() - s.in.start;
   at::Tensor out = conv_cols(w, s.in.data.narrow(1, off, n + (w.k - 1) * w.dil), n, init);
   s.done += n;
@@ -156,7 +156,7 @@ at::Tensor sconv_step(const SConvW& w, SConvS& s, const at::Tensor& x, bool at_e
   append(s.in, ActW{}, x, zeros);
   if (!at_end) hi = floordiv(s.in.end() - w.k + w.p, w.s) + 1;  // output o reads up to s o - p + k - 1
   const int64_t n = hi - s.done;
-  if (n <= 0) return none_cols(w.block.cout(), w.block.taps);
+  if (n <= 0) return none_cols(w.block.cout());
   const int64_t c0 = w.s * s.done - w.p, c1 = w.s * (hi - 1) - w.p + w.k;
   at::Tensor win = s.in.data.narrow(1, c0 - s.in.start, c1 - c0);
   // k = 2s: output i reads blocks i and i + 1 of s columns; as rows ci s + r.
@@ -171,7 +171,7 @@ at::Tensor sconv_step(const SConvW& w, SConvS& s, const at::Tensor& x, bool at_e
 
 void convt_init(ConvTS& s, const ConvTW& w) {
   const int64_t J = w.J;
-  s.in.data = at::zeros({w.conv.taps.size(2), J - 1}, at::kFloat);
+  s.in.data = at::zeros({w.conv.cin(), J - 1}, at::kFloat);
   s.in.start = -(J - 1);
   s.q = 0;
 }
@@ -185,7 +185,7 @@ at::Tensor convt_step(const ConvTW& w, const ActW& a, ConvTS& s, const at::Tenso
   const int64_t q_end = at_end ? ceildiv(w.u * L + w.p, w.u) : s.in.end() + m;
   append(s.in, a, x, at_end ? std::max<int64_t>(0, q_end - (s.in.end() + m)) : 0);
   const int64_t nq = q_end - s.q;
-  if (nq <= 0) return none_cols(w.cout, w.conv.taps);
+  if (nq <= 0) return none_cols(w.cout);
   const int64_t off = s.q - (J - 1) - s.in.start;  // x[q - J + 1]
   at::Tensor Y = conv_cols(w.conv, s.in.data.narrow(1, off, nq + J - 1), nq, {});  // [u Cout, nq]
   // Row r Cout + c, column q -> output column u q + r (extended index e = o + p).
@@ -315,9 +315,14 @@ ConvW make_conv(const at::Tensor& weight, const at::Tensor& bias, int dil) {
   ConvW c;
   c.k = static_cast<int>(weight.size(2));
   c.dil = dil;
-  c.taps = weight.permute({2, 0, 1}).contiguous();
+  c.cout_ = weight.size(0);
+  c.cin_ = weight.size(1);
+  c.dtype = weight.scalar_type();
   c.bias = bias.reshape({-1, 1}).contiguous();
-  if (weight.scalar_type() == at::kFloat) c.packed = kernels::pack_conv(weight, bias);
+  if (c.dtype == at::kFloat && kernels::packed_conv_available())
+    c.packed = kernels::pack_conv(weight, bias);
+  else
+    c.taps = weight.permute({2, 0, 1}).contiguous();
   return c;
 }
 
@@ -366,7 +371,7 @@ at::Tensor decoder_step(const Weights& w, DecoderS& s, const at::Tensor& mel_ct,
       ++L;
       if (!st.reflected) {
         push(st.first, x);
-        x = none_cols(w.ups[i].cout, w.ups[i].conv.taps);
+        x = none_cols(w.ups[i].cout);
         if (cols(st.first) >= 2) {
           at::Tensor all = st.first.data;
           st.first = {};
@@ -379,12 +384,12 @@ at::Tensor decoder_step(const Weights& w, DecoderS& s, const at::Tensor& mel_ct,
     at::Tensor si = sconv_step(w.downs[i], st.down, fr, at_end, F);
     push(st.src_q, resblock_step(w.src_rb[i], st.src, si, at_end, L));
     int64_t n = std::min(cols(st.up_q), cols(st.src_q));
-    x = n > 0 ? at::add(take_front(st.up_q, n), take_front(st.src_q, n)) : none_cols(w.ups[i].cout, w.ups[i].conv.taps);
+    x = n > 0 ? at::add(take_front(st.up_q, n), take_front(st.src_q, n)) : none_cols(w.ups[i].cout);
     for (int j = 0; j < w.nk; ++j) push(st.rb_q[j], resblock_step(w.rb[i * w.nk + j], st.rbs[j], x, at_end, L));
     n = cols(st.rb_q[0]);
     for (int j = 1; j < w.nk; ++j) n = std::min(n, cols(st.rb_q[j]));
     if (n == 0) {
-      x = none_cols(w.ups[i].cout, w.ups[i].conv.taps);
+      x = none_cols(w.ups[i].cout);
       continue;
     }
     // (rb_0 + rb_1 + ...) / nk, in the reference's order.

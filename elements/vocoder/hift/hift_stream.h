@@ -41,14 +41,18 @@ struct ActW {
 };
 
 // Stride-1 Conv1d weights; as a layer, "same" zero padding dil (k - 1) / 2
-// on each side. The float32 ones are also packed for kernels::conv_into.
+// on each side. Float32 weights are packed for kernels::conv_into where it
+// runs; otherwise (and for float64) kept as taps for BLAS.
 struct ConvW {
-  at::Tensor taps;  // [k, Cout, Cin] (float32, or float64 for the F0 predictor)
-  at::Tensor bias;  // [Cout, 1]
   kernels::PackedConv packed;
+  at::Tensor taps;  // [k, Cout, Cin], when not packed
+  at::Tensor bias;  // [Cout, 1]
   int k = 1, dil = 1;
+  int64_t cout_ = 0, cin_ = 0;
+  at::ScalarType dtype = at::kFloat;
   int64_t pad() const { return static_cast<int64_t>(dil) * (k - 1) / 2; }
-  int64_t cout() const { return taps.size(1); }
+  int64_t cout() const { return cout_; }
+  int64_t cin() const { return cin_; }
 };
 ConvW make_conv(const at::Tensor& weight, const at::Tensor& bias, int dil);  // weight [Cout, Cin, k]
 
