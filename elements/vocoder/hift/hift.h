@@ -9,10 +9,12 @@
 // STFT, Snake ResBlocks, conv_post -> log-magnitude/phase -> iSTFT -> audio
 // [480 T].
 //
-// Two deliberate numeric choices (see hift.cc for the reasoning):
-//  - the F0 predictor runs in float64 and is rounded to float32, so F0 does
-//    not depend on how the utterance is chunked (the sine phase integrates F0
-//    over the whole utterance and would amplify last-bit differences);
+// Numeric choices (see hift.cc and hift_kernels.h for the reasoning):
+//  - every layer sums in an order that does not depend on how the utterance
+//    is chunked: on AVX-512 CPUs our packed convolution kernel (streamed
+//    output is bit-identical to whole), elsewhere BLAS with the F0 predictor
+//    in float64 rounded to float32 (the sine phase integrates F0 over the
+//    whole utterance and would amplify last-bit differences);
 //  - the phase accumulator is a double per harmonic, rounded to float32 per
 //    sample, exactly what torch's CPU float32 cumsum does.
 #pragma once
