@@ -316,10 +316,11 @@ void conv_into(const PackedConv& p, int64_t dil, const at::Tensor& x, const at::
   const float* bp = p.bias.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t ldx = x.stride(0), ldo = out.stride(0);
-  // Threads (the compute_threads() setting) for convolutions worth a wake-up
-  // (~4M multiply-adds): output-channel blocks, or column ranges when there
-  // are few blocks. Either split leaves every element's sum as it is.
-  const int parts = p.cout * p.cin * p.k * n >= (int64_t{1} << 22) ? compute_threads() : 1;
+  // Threads (the compute_threads() setting) for convolutions worth waking a
+  // worker (32M multiply-adds, ~0.2 ms): output-channel blocks, or column
+  // ranges when there are few blocks. Either split leaves every element's
+  // sum as it is.
+  const int parts = p.cout * p.cin * p.k * n >= (int64_t{1} << 25) ? compute_threads() : 1;
   if (blocks >= 2 * parts) {
     run_parallel(parts, blocks, [&](int64_t b0, int64_t b1) {
       conv_avx512(p, dil, xp, ldx, n, ip, ldi, bp, op, ldo, b0, b1);

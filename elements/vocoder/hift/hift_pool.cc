@@ -4,7 +4,13 @@
 // chunks. Workers block on a condition variable between jobs (spinning
 // workers on a loaded 2-core machine took the caller's core: streaming at 2
 // threads ran 2x slower than at 1); only the caller polls briefly for the
-// chunks still running on a worker.
+// chunks still running on a worker. When the cores are taken by other
+// processes, parallel jobs stop paying: the workers wake too late to take a
+// fair share of the chunks (and their wake-ups preempt the caller), or get
+// preempted holding one while the caller waits; 2 threads then ran up to
+// 1.7x slower than 1. So the pool watches both over windows of 32 jobs and,
+// when they say so, runs jobs on the caller alone for a while, then tries
+// again.
 #include "elements/vocoder/hift/hift_pool.h"
 
 #include <atomic>
@@ -24,6 +30,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr auto kCallerSpin = std::chrono::microseconds(50);
 constexpr int kChunksPerThread = 4;
+constexpr auto kStall = std::chrono::microseconds(300);  // a wait this long for a worker's chunk is a stall
+constexpr int kWindow = 32;                               // parallel jobs per verdict
+constexpr int kSerialJobs = 1024;                         // jobs on the caller alone after a bad verdict
 
 inline void relax() {
 #if defined(__x86_64__)
@@ -58,7 +67,8 @@ class Pool {
 
   void run(int parts, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
     std::unique_lock<std::mutex> call(call_mu_, std::try_to_lock);
-    if (!call) {  // another vocoder's job is running: do this one here
+    if (!call || serial_left_ > 0) {  // another vocoder's job is running, or backing off
+      if (call) --serial_left_;
       fn(0, n);
       return;
     }
@@ -76,17 +86,32 @@ class Pool {
       std::lock_guard<std::mutex> lk(mu_);
       wake_.notify_all();
     }
-    take_chunks(gen);
+    const int64_t mine = take_chunks(gen);
+    const auto waited_from = Clock::now();
     spin_then_wait(kCallerSpin, mu_, done_cv_, caller_sleeps_, [&] { return done_.load() == chunks; });
+    // Verdict per window: workers did less than half their fair share of
+    // the chunks, or the caller stalled on them in an eighth of the jobs.
+    win_stalls_ += Clock::now() - waited_from > kStall ? 1 : 0;
+    win_chunks_ += chunks;
+    win_worker_ += chunks - mine;
+    if (++win_jobs_ == kWindow) {
+      const double fair = static_cast<double>(parts - 1) / parts;
+      if (win_worker_ < 0.5 * fair * win_chunks_ || win_stalls_ * 8 >= kWindow) serial_left_ = kSerialJobs;
+      win_jobs_ = win_stalls_ = 0;
+      win_chunks_ = win_worker_ = 0;
+    }
   }
 
  private:
-  // Runs chunks of job `gen` until none is left (or the job is another one).
-  void take_chunks(uint64_t gen) {
-    for (;;) {
+  // Runs chunks of job `gen` until none is left (or the job is another
+  // one); returns how many it ran.
+  int64_t take_chunks(uint64_t gen) {
+    for (int64_t ran = 0;; ++ran) {
       uint64_t t = ticket_.load();
-      if ((t >> 32) != gen || static_cast<int64_t>(t & 0xffffffffu) >= chunks_.load()) return;
-      if (!ticket_.compare_exchange_weak(t, t + 1)) continue;
+      while (true) {
+        if ((t >> 32) != gen || static_cast<int64_t>(t & 0xffffffffu) >= chunks_.load()) return ran;
+        if (ticket_.compare_exchange_weak(t, t + 1)) break;
+      }
       // Chunk c of job gen is ours, and the job (its fields) lasts until it is done.
       const int64_t c = static_cast<int64_t>(t & 0xffffffffu), chunks = chunks_.load();
       (*fn_)(n_ * c / chunks, n_ * (c + 1) / chunks);
@@ -119,6 +144,10 @@ class Pool {
   std::atomic<int64_t> done_{0};
   std::atomic<uint64_t> ticket_{0};  // generation << 32 | next chunk
   int workers_ = 0;
+  // Caller only (under call_mu_): the current window, the back-off.
+  int win_jobs_ = 0, win_stalls_ = 0;
+  int64_t win_chunks_ = 0, win_worker_ = 0;
+  int serial_left_ = 0;
 };
 
 }  // namespace
