@@ -32,7 +32,7 @@ constexpr auto kCallerSpin = std::chrono::microseconds(50);
 constexpr int kChunksPerThread = 4;
 constexpr auto kStall = std::chrono::microseconds(300);  // a wait this long for a worker's chunk is a stall
 constexpr int kWindow = 32;                               // parallel jobs per verdict
-constexpr int kSerialJobs = 1024;                         // jobs on the caller alone after a bad verdict
+constexpr int kSerialJobs = 256;                          // jobs on the caller alone after a bad verdict
 
 inline void relax() {
 #if defined(__x86_64__)
@@ -89,14 +89,15 @@ class Pool {
     const int64_t mine = take_chunks(gen);
     const auto waited_from = Clock::now();
     spin_then_wait(kCallerSpin, mu_, done_cv_, caller_sleeps_, [&] { return done_.load() == chunks; });
-    // Verdict per window: workers did less than half their fair share of
-    // the chunks, or the caller stalled on them in an eighth of the jobs.
+    // Verdict per window: workers did less than a quarter of their fair
+    // share of the chunks, or the caller stalled on them in a quarter of the
+    // jobs.
     win_stalls_ += Clock::now() - waited_from > kStall ? 1 : 0;
     win_chunks_ += chunks;
     win_worker_ += chunks - mine;
     if (++win_jobs_ == kWindow) {
       const double fair = static_cast<double>(parts - 1) / parts;
-      if (win_worker_ < 0.5 * fair * win_chunks_ || win_stalls_ * 8 >= kWindow) serial_left_ = kSerialJobs;
+      if (win_worker_ < 0.25 * fair * win_chunks_ || win_stalls_ * 4 >= kWindow) serial_left_ = kSerialJobs;
       win_jobs_ = win_stalls_ = 0;
       win_chunks_ = win_worker_ = 0;
     }
