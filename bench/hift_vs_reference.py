@@ -13,7 +13,8 @@ every round. Reported: medians and min-max over the rounds, the ratio of the
 medians, the median of the per-round ratios (the two calls of a round run
 seconds apart, under nearly the same load), and the load average before
 every call. First it checks that both compute the same thing (our weights
-and mel through the reference, compared with our audio).
+and mel through the reference, compared with our audio); last, the
+streamed-vs-whole error of ours at each lookahead (bench_api error).
 
 Writes bench/results/hift_vs_reference.{json,md}. Standard library only;
 run with Debian's /usr/bin/python3 (torch 1.13 for the reference)."""
@@ -89,11 +90,15 @@ def main():
                 if who == "ours":
                     R["ours_whole"].append(o["whole_ms"][0])
                     R["ours_stream"].append(o["stream_ms"][0])
+                    R.setdefault("ours_rss_kb", []).append(o["peak_rss_kb"])
                 else:
                     R["ref"].append(o["ms"][0])
+                    R.setdefault("ref_rss_kb", []).append(o["peak_rss_kb"])
             print(f"round {r} threads {t}: ours whole {R['ours_whole'][-1]:.0f} ms, stream {R['ours_stream'][-1]:.0f} "
                   f"ms; reference {R['ref'][-1]:.0f} ms; load {R['load'][-2]:.2f}/{R['load'][-1]:.2f}",
                   file=sys.stderr, flush=True)
+    res["error"] = [child([api, "error", "--model", "hift", "--dir", models, "--seconds", "3", "--chunk", str(c),
+                           "--threads", "1", "--lookaheads", "0,1,2,4,8,-1"], 1) for c in (a.chunk, 1)]
     for t in threads:
         R = runs[t]
         row = {"threads": t, "ours_whole_ms": spread(R["ours_whole"]), "ours_stream_ms": spread(R["ours_stream"]),
@@ -135,7 +140,16 @@ def markdown(res):
                    f"{ratio(r['paired_stream'], r['ref_over_ours_stream'])} | "
                    f"{r['load']['median']:.1f} ({r['load']['min']:.1f}-{r['load']['max']:.1f}) |")
     out += ["", "Ratios > 1: ours faster. The paired column is the median (min-max) over rounds of the two calls of one "
-            "round; the first number is the ratio of the medians.", ""]
+            "round; the first number is the ratio of the medians. Peak RSS of a process (MiB, max over rounds): " +
+            ", ".join(f"{r['threads']} thread(s) ours {max(r['raw']['ours_rss_kb']) / 1024:.0f}, reference "
+                      f"{max(r['raw']['ref_rss_kb']) / 1024:.0f}" for r in res["rows"]) + ".", "",
+            "Streamed vs whole (3 s, deterministic source; `lookahead` in frames, default = exact):", "",
+            "| chunk (frames) | lookahead | rel-L2 | max abs |", "|---:|---:|---:|---:|"]
+    for e in res["error"]:
+        for row in e["rows"]:
+            la = "default (%d)" % row["lookahead_frames"] if row["lookahead"] < 0 else str(row["lookahead"])
+            out.append(f"| {e['chunk']} | {la} | {row['rel_l2']:.2e} | {row['max_abs']:.2e} |")
+    out.append("")
     return "\n".join(out)
 
 
