@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <filesystem>
+#include <unistd.h>
 #include <fstream>
 #include <iostream>
 #include <random>
@@ -446,7 +448,11 @@ BOOST_AUTO_TEST_CASE(real_layout_checkpoint_loads_via_mel2wav_prefix) {
     rows += hift;
   }
   BOOST_TEST(rows == 328);
-  std::string path = "hift_real_layout_test.safetensors";
+  // Per-process name: the hift and hift-blas suites run this same binary in
+  // parallel, and the loader maps the file, so a shared name would let one
+  // process truncate the file under the other's mapping (SIGBUS).
+  std::string path = (std::filesystem::temp_directory_path() /
+                      ("hift_real_layout_test_" + std::to_string(getpid()) + ".safetensors")).string();
   write_safetensors(path, tensors);
   auto model = HiftModel::load(path);
   BOOST_TEST(model->config().base_channels == 512);
