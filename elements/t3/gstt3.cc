@@ -6,6 +6,7 @@
 #include "gst-plugins/core/checkpoint.h"
 #include "gst-plugins/core/model_cache.h"
 #include "gst-plugins/elements.h"
+#include "gst-plugins/load_time_property.h"
 
 #include <ATen/ATen.h>
 
@@ -548,12 +549,9 @@ static void gst_t3_set_property(GObject* object, guint id, const GValue* value, 
   GstT3* self = GST_T3(object);
   GST_OBJECT_LOCK(self);
   const bool file = id == PROP_MODEL || id == PROP_TOKENIZER || id == PROP_VOICE || id == PROP_DEVICE;
-  if (file && (GST_STATE(self) != GST_STATE_NULL || GST_STATE_PENDING(self) != GST_STATE_VOID_PENDING)) {
-    // Loaded in READY and up: a new file would silently not apply.
+  if (file && !chatterbox::element_is_stopped(GST_ELEMENT(self))) {
     GST_OBJECT_UNLOCK(self);
-    GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS,
-                        ("'%s' can only change in the NULL state: ignored (the model is loaded)", pspec->name),
-                        ("set it before the pipeline starts, or set the element to NULL first"));
+    chatterbox::warn_load_time_property(GST_ELEMENT(self), pspec);
     return;
   }
   switch (id) {

@@ -2,6 +2,7 @@
 
 #include "gst-plugins/caps.h"
 #include "gst-plugins/elements.h"
+#include "gst-plugins/load_time_property.h"
 
 #include <cstring>
 
@@ -98,9 +99,7 @@ static void gst_chatterbox_vocoder_set_property(GObject* object, guint id, const
   if (state > GST_STATE_NULL && (id == PROP_VOCOS_MODEL || id == PROP_HIFT_MODEL || id == PROP_DEVICE)) {
     // The child has loaded its model; passing the file on would only be
     // refused there (re-setting the others would warn too).
-    GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS,
-                        ("'%s' can only change in the NULL state: ignored (the model is loaded)", pspec->name),
-                        ("set it before the pipeline starts, or set the element to NULL first"));
+    chatterbox::warn_load_time_property(GST_ELEMENT(self), pspec);
     return;
   }
   if (state > GST_STATE_NULL && id == PROP_LOOKAHEAD) {

@@ -4,6 +4,7 @@
 #include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/model_cache.h"
 #include "gst-plugins/elements.h"
+#include "gst-plugins/load_time_property.h"
 
 #include <cstring>
 
@@ -53,11 +54,10 @@ static chatterbox::StreamingVocoder* gst_hift_dec_load_model(GstMelVocoder* base
 static void gst_hift_dec_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   GstHiftDec* self = GST_HIFT_DEC(object);
   GST_OBJECT_LOCK(self);
-  if (GST_STATE(self) != GST_STATE_NULL || GST_STATE_PENDING(self) != GST_STATE_VOID_PENDING) {
+  if (!chatterbox::element_is_stopped(GST_ELEMENT(self))) {
     // Read when the model loads: a change now would silently not apply.
     GST_OBJECT_UNLOCK(self);
-    GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS, ("'%s' can only change in the NULL state: ignored", pspec->name),
-                        ("hiftdec reads it when it goes to READY; set the element to NULL first"));
+    chatterbox::warn_load_time_property(GST_ELEMENT(self), pspec);
     return;
   }
   switch (id) {

@@ -1,6 +1,7 @@
 #include "gst-plugins/base/gstmelvocoder.h"
 
 #include "gst-plugins/caps.h"
+#include "gst-plugins/load_time_property.h"
 #include "gst-plugins/core/vocoder.h"
 #include "gst-plugins/output_timing.h"
 
@@ -357,11 +358,9 @@ static void gst_mel_vocoder_set_property(GObject* object, guint prop_id, const G
     case PROP_DEVICE:
       // The model is loaded in READY and up: a new file or device would
       // silently not apply. Refused, with a warning on the bus.
-      if (GST_STATE(self) != GST_STATE_NULL || GST_STATE_PENDING(self) != GST_STATE_VOID_PENDING) {
+      if (!chatterbox::element_is_stopped(GST_ELEMENT(self))) {
         GST_OBJECT_UNLOCK(self);
-        GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS,
-                            ("'%s' can only change in the NULL state: ignored (the model is loaded)", pspec->name),
-                            ("set it before the pipeline starts, or set the element to NULL first"));
+        chatterbox::warn_load_time_property(GST_ELEMENT(self), pspec);
         return;
       }
       if (prop_id == PROP_MODEL) {

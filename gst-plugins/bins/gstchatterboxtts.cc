@@ -3,6 +3,7 @@
 #include "elements/vocoder/gstchatterboxvocoder.h"
 #include "gst-plugins/caps.h"
 #include "gst-plugins/elements.h"
+#include "gst-plugins/load_time_property.h"
 
 #include <string>
 
@@ -76,13 +77,11 @@ static void set_string(gchar** dst, const GValue* v) {
 static void gst_chatterbox_tts_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   GstChatterboxTts* self = GST_CHATTERBOX_TTS(object);
   GST_OBJECT_LOCK(self);
-  const gboolean stopped = GST_STATE(self) == GST_STATE_NULL && GST_STATE_PENDING(self) == GST_STATE_VOID_PENDING;
+  const bool stopped = chatterbox::element_is_stopped(GST_ELEMENT(self));
   GST_OBJECT_UNLOCK(self);
   if (!stopped && id != PROP_SEED && id != PROP_GREEDY) {
     // Files (and the vocoder kind) are loaded in READY: refused, as by the children.
-    GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS,
-                        ("'%s' can only change in the NULL state: ignored (the models are loaded)", pspec->name),
-                        ("set it before the pipeline starts, or set the element to NULL first"));
+    chatterbox::warn_load_time_property(GST_ELEMENT(self), pspec);
     return;
   }
   switch (id) {

@@ -22,6 +22,7 @@
 #include "elements/vocoder/vocos/vocos_modules.h"
 
 #include "gst-plugins/core/checkpoint.h"
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/module_loader.h"
 
 #include <ATen/ATen.h>
@@ -35,8 +36,6 @@
 #include <torch/types.h>
 
 #include <nlohmann/json.hpp>
-
-#include <dlfcn.h>
 
 #include <cmath>
 #include <filesystem>
@@ -165,58 +164,10 @@ at::Device parse_device(const std::string& s) {
   return d;
 }
 
-// Threading. Debian's LibTorch runs its GEMMs in OpenBLAS's own pthread pool
-// and its elementwise ops in libgomp's pool. On a small machine the two
-// pools fight: libgomp workers spin after each parallel region while the
-// OpenBLAS threads want the same cores (measured 2-10x slower at 2 + 2
-// threads). With that BLAS, our ops run with one OpenMP thread (set for the
-// calling thread only, and restored) and the GEMMs get the threads. Found
-// with dlsym so the library has no link dependency on either.
-struct ThreadingApi {
-  void (*omp_set)(int) = nullptr;
-  int (*omp_get)() = nullptr;
-  void (*blas_set)(int) = nullptr;
-  bool blas_own_pool = false;  // OpenBLAS built with pthreads
-  ThreadingApi() {
-    omp_set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
-    omp_get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
-    blas_set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-    auto parallel = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
-    blas_own_pool = blas_set && parallel && parallel() == 1;
-  }
-};
-const ThreadingApi& threading() {
-  static const ThreadingApi api;
-  return api;
-}
-
-class ComputeThreads {
- public:
-  ComputeThreads() {
-    const auto& t = threading();
-    if (t.blas_own_pool && t.omp_set && t.omp_get) {
-      prev_ = t.omp_get();
-      if (prev_ != 1) t.omp_set(1);
-    }
-  }
-  ~ComputeThreads() {
-    if (prev_ > 1) threading().omp_set(prev_);
-  }
-  ComputeThreads(const ComputeThreads&) = delete;
-  ComputeThreads& operator=(const ComputeThreads&) = delete;
-
- private:
-  int prev_ = 0;
-};
-
-void apply_thread_option(int threads) {
-  if (threads <= 0) return;
-  const auto& t = threading();
-  if (t.blas_own_pool)
-    t.blas_set(threads);
-  else
-    at::set_num_threads(threads);
-}
+// Threading: ComputeThreads / set_compute_threads (compute_threads.h) keep
+// LibTorch's OpenMP pool and OpenBLAS's pool from fighting over the cores.
+using chatterbox::ComputeThreads;
+void apply_thread_option(int threads) { chatterbox::set_compute_threads(threads); }
 
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
