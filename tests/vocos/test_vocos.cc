@@ -2,6 +2,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "elements/vocoder/vocos/vocos.h"
+#include "elements/vocoder/vocos/small_gemm.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
 #include "tests/test_util.h"
@@ -15,6 +16,7 @@
 #include <fstream>
 #include <iostream>
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <sstream>
 #include <unistd.h>
@@ -476,4 +478,43 @@ BOOST_AUTO_TEST_CASE(charactr_layout_checkpoint_with_config_yaml) {
   }
   e = load_error(dir.path.string());
   BOOST_TEST(contains(e, "IMDCTCosHead"), e);
+}
+
+// Streaming's few-frame GEMMs run on weights packed at load (small_gemm.h)
+// where the CPU has AVX-512; whole utterances use BLAS. The suite runs again
+// with CHATTERBOX_VOCOS_BLAS_ONLY=1 (vocos-blas) for CPUs without it.
+BOOST_AUTO_TEST_CASE(packed_small_gemm_matches_blas) {
+  if (!vocos::small_gemm_available()) {
+    BOOST_TEST_MESSAGE("packed small GEMM not used on this CPU (or CHATTERBOX_VOCOS_BLAS_ONLY=1): BLAS only");
+    return;
+  }
+  at::manual_seed(11);
+  for (int64_t M : {1, 2, 7, 12, 13, 25, 32})
+    for (int64_t N : {1, 15, 16, 17, 33, 512, 1922})
+      for (int64_t K : {1, 5, 63, 64, 65, 560, 1536}) {
+        at::Tensor w = at::randn({N, K}), x = at::randn({M, K}), b = at::randn({N});
+        vocos::PackedLinear p = vocos::pack_linear(w);
+        at::Tensor out = at::empty({M, N});
+        out.copy_(b.expand({M, N}));
+        vocos::small_gemm_accumulate(p, x.data_ptr<float>(), K, M, out.data_ptr<float>(), N);
+        at::Tensor ref = at::addmm(b.to(at::kDouble), x.to(at::kDouble), w.to(at::kDouble).t());
+        const double err = (out.to(at::kDouble) - ref).abs().max().item<double>();
+        const double scale = std::sqrt(static_cast<double>(K)) + 1.0;
+        BOOST_TEST(err <= 4e-6 * scale, "M " << M << " N " << N << " K " << K << ": max abs " << err);
+      }
+}
+
+BOOST_AUTO_TEST_CASE(full_width_streaming_equals_whole) {
+  // Real widths (dim 512, intermediate 1536; two layers to stay quick) fed in
+  // 10-frame chunks: the packed GEMMs' sums over 1536 terms stay as close to
+  // the whole-utterance (BLAS) output as the fixtures' tolerance.
+  auto voc = VocosVocoder::random(VocosConfig::s3gen(512, 1536, 2), 5);
+  at::manual_seed(5);
+  at::Tensor mel = at::randn({1, 80, 120}) - 4.0;
+  at::Tensor whole = voc->forward(mel);
+  at::Tensor streamed = stream(*voc, mel.select(0, 0).t().contiguous(), {10});
+  BOOST_TEST_REQUIRE(streamed.numel() == whole.numel());
+  const double err = rel_l2(streamed.unsqueeze(0), whole);
+  std::cout << "  full width, 10-frame chunks: streamed vs whole rel-L2 " << err << "\n";
+  BOOST_TEST(err <= 1e-5);
 }

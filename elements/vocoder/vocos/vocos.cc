@@ -20,6 +20,7 @@
 // per layer plus the time frames whose samples are not all out.
 #include "elements/vocoder/vocos/vocos.h"
 #include "elements/vocoder/vocos/vocos_modules.h"
+#include "elements/vocoder/vocos/small_gemm.h"
 
 #include "gst-plugins/core/checkpoint.h"
 #include "gst-plugins/core/compute_threads.h"
@@ -59,6 +60,7 @@ struct Block {
   at::Tensor dw_b, ln_w, ln_b;
   at::Tensor w1, b1;    // [I, C], [I]
   at::Tensor w2g, b2g;  // gamma * pwconv2: [C, I], [C]
+  vocos::PackedLinear w1_small, w2g_small;  // the same, packed for few-row GEMMs (streaming)
 };
 
 struct Packed {
@@ -67,6 +69,7 @@ struct Packed {
   std::vector<Block> blocks;
   at::Tensor final_w, final_b;
   at::Tensor out_w, out_b;  // [n_fft + 2, dim]
+  vocos::PackedLinear embed_small, out_small;  // packed for few-row GEMMs (CPU with AVX-512 only)
   at::Tensor window;        // [n_fft]
   at::Tensor window_sq_rows;  // [R, hop]: window², zero-padded to R*hop
 };
@@ -102,6 +105,14 @@ Packed pack(Net& net, const VocosConfig& c) {
   p.window = net->head->istft->window;
   const int64_t R = (c.n_fft + c.hop_length - 1) / c.hop_length;
   p.window_sq_rows = at::constant_pad_nd(p.window.square(), {0, R * c.hop_length - c.n_fft}).reshape({R, c.hop_length});
+  if (p.embed_w.is_cpu() && vocos::small_gemm_available()) {
+    p.embed_small = vocos::pack_linear(p.embed_w);
+    for (Block& k : p.blocks) {
+      k.w1_small = vocos::pack_linear(k.w1);
+      k.w2g_small = vocos::pack_linear(k.w2g);
+    }
+    p.out_small = vocos::pack_linear(p.out_w);
+  }
   return p;
 }
 
@@ -224,6 +235,33 @@ struct VocosModel::Impl {
 
   at::TensorOptions fopts() const { return at::TensorOptions().dtype(at::kFloat).device(device); }
 
+  // Rows up to which a GEMM runs on the packed weights instead of BLAS:
+  // streaming's few-frame calls (BLAS re-packs the weight on every call).
+  static constexpr int64_t kSmallRows = 32;
+
+  // init [M, N] (bias, or residual + bias; ours to write) += x [M, K] W^T.
+  static at::Tensor linear_into(at::Tensor init, const at::Tensor& x, const at::Tensor& w,
+                                const vocos::PackedLinear& small) {
+    if (small.defined() && x.size(0) <= kSmallRows && x.is_cpu() && x.scalar_type() == at::kFloat) {
+      at::Tensor xc = x.contiguous();
+      TORCH_INTERNAL_ASSERT(init.is_contiguous() && init.size(1) == small.n && xc.size(1) == small.k);
+      vocos::small_gemm_accumulate(small, xc.data_ptr<float>(), xc.stride(0), xc.size(0), init.data_ptr<float>(),
+                                   init.stride(0));
+      return init;
+    }
+    return init.addmm_(x, w.t());
+  }
+
+  // bias [N] + x [M, K] W^T.
+  static at::Tensor linear(const at::Tensor& bias, const at::Tensor& x, const at::Tensor& w,
+                           const vocos::PackedLinear& small) {
+    if (small.defined() && x.size(0) <= kSmallRows && x.is_cpu() && x.scalar_type() == at::kFloat)
+      // A fresh tensor: expand().contiguous() of one row would alias the bias itself.
+      return linear_into(at::empty({x.size(0), bias.size(0)}, bias.options()).copy_(bias.expand({x.size(0), bias.size(0)})),
+                         x, w, small);
+    return at::addmm(bias, x, w.t());
+  }
+
   // The layers take a window x [B, T_in, C] plus lp / rp zero frames on each
   // side (the convs' zero padding where the window meets the sequence ends)
   // and give T_in + lp + rp - 6 frames; output frame i is centred on input
@@ -235,7 +273,7 @@ struct VocosModel::Impl {
     at::Tensor xp = at::constant_pad_nd(x, {0, 0, lp, rp}).contiguous();  // [B, Tp, M]
     const int64_t Tp = xp.size(1), T = Tp - 6;
     at::Tensor cols = xp.as_strided({B, T, 7, M}, {Tp * M, M, M, 1}).reshape({B * T, 7 * M});
-    at::Tensor h = at::addmm(p.embed_b, cols, p.embed_w.t());
+    at::Tensor h = linear(p.embed_b, cols, p.embed_w, p.embed_small);
     return at::layer_norm(h, {C}, p.norm_w, p.norm_b, static_cast<float>(cfg.layer_norm_eps)).view({B, T, C});
   }
 
@@ -255,7 +293,7 @@ struct VocosModel::Impl {
       at::Tensor d = at::conv1d(at::constant_pad_nd(h, {0, 0, lp, rp}).transpose(1, 2), k.dw_w, k.dw_b, at::IntArrayRef{1}, at::IntArrayRef{0}, at::IntArrayRef{1}, C);
       y = at::layer_norm(d.transpose(1, 2).reshape({B * T, C}), {C}, k.ln_w, k.ln_b, eps);
     }
-    at::Tensor u = at::addmm(k.b1, y, k.w1.t());
+    at::Tensor u = linear(k.b1, y, k.w1, k.w1_small);
     at::gelu_(u);  // exact (erf)
     at::Tensor out;
     if (inplace && lp == 3 && rp == 3 && h.is_contiguous()) {
@@ -264,7 +302,7 @@ struct VocosModel::Impl {
     } else {
       out = (h.narrow(1, 3 - lp, T) + k.b2g).reshape({B * T, C});
     }
-    out.addmm_(u, k.w2g.t());  // x + gamma * pwconv2(...), gamma folded into the weights
+    linear_into(out, u, k.w2g, k.w2g_small);  // x + gamma * pwconv2(...), gamma folded into the weights
     return out.view({B, T, C});
   }
 
@@ -282,7 +320,7 @@ struct VocosModel::Impl {
 
   // [B, T, dim] -> head.out pre-activations [B*T, n_fft+2].
   at::Tensor head_linear(const at::Tensor& bb) const {
-    return at::addmm(p.out_b, bb.reshape({-1, cfg.dim}), p.out_w.t());
+    return linear(p.out_b, bb.reshape({-1, cfg.dim}), p.out_w, p.out_small);
   }
 
   // [B, T, dim] -> windowed time frames [B, T, n_fft].
