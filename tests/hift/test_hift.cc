@@ -3,6 +3,7 @@
 
 #include "elements/vocoder/hift/hift.h"
 #include "elements/vocoder/hift/hift_kernels.h"
+#include "gst-plugins/core/kernels/packed_conv.h"
 #include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
@@ -49,7 +50,7 @@ void report(const std::string& what, double err, double tol) {
 void report_stream(const std::string& what, const at::Tensor& streamed, const at::Tensor& whole) {
   const double err = max_abs_diff(streamed, whole);
   report(what, err, 2e-5);
-  if (kernels::packed_conv_available()) BOOST_TEST(err == 0.0, what << ": not bit-identical (" << err << ")");
+  if (chatterbox::kernels::packed_conv_available()) BOOST_TEST(err == 0.0, what << ": not bit-identical (" << err << ")");
 }
 
 // Streams mel [1, 80, T] through `voc` in the given chunk sizes (cycled).
@@ -380,7 +381,7 @@ BOOST_AUTO_TEST_CASE(kernel_threads_do_not_change_results) {
   set_compute_threads(before);
   BOOST_TEST(s1.numel() == w1.numel());
   BOOST_TEST(s2.numel() == w2.numel());
-  if (!kernels::packed_conv_available()) {
+  if (!chatterbox::kernels::packed_conv_available()) {
     // BLAS reorders sums with the thread count, and these random weights
     // amplify that far beyond the fixture's tolerance: finite output only.
     BOOST_TEST((at::isfinite(s1).all().item<bool>() && at::isfinite(s2).all().item<bool>()));

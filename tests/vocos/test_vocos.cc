@@ -2,7 +2,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "elements/vocoder/vocos/vocos.h"
-#include "elements/vocoder/vocos/small_gemm.h"
+#include "gst-plugins/core/kernels/packed_gemm.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
 #include "tests/test_util.h"
@@ -24,6 +24,7 @@ using chatterbox::test::contains;
 
 using namespace chatterbox;
 using chatterbox::test::fixture;
+using chatterbox::test::gemm_error_ratio;
 using chatterbox::test::max_abs_diff;
 using chatterbox::test::rel_l2;
 namespace fs = std::filesystem;
@@ -480,27 +481,39 @@ BOOST_AUTO_TEST_CASE(charactr_layout_checkpoint_with_config_yaml) {
   BOOST_TEST(contains(e, "IMDCTCosHead"), e);
 }
 
-// Streaming's few-frame GEMMs run on weights packed at load (small_gemm.h)
-// where the CPU has AVX-512; whole utterances use BLAS. The suite runs again
-// with CHATTERBOX_VOCOS_BLAS_ONLY=1 (vocos-blas) for CPUs without it.
-BOOST_AUTO_TEST_CASE(packed_small_gemm_matches_blas) {
-  if (!vocos::small_gemm_available()) {
-    BOOST_TEST_MESSAGE("packed small GEMM not used on this CPU (or CHATTERBOX_VOCOS_BLAS_ONLY=1): BLAS only");
+// Streaming's few-frame GEMMs run on weights packed at load
+// (kernels/packed_gemm.h) where the CPU path has AVX2 or AVX-512; whole
+// utterances use BLAS. The suite runs again with CHATTERBOX_CPU=generic
+// (vocos-generic) for the BLAS-only path. Bound: Higham's worst case for any
+// summation order (tests/tensor_compare.h), so no CPU's order is assumed.
+// The AVX2 and AVX-512 bodies sum in the same order: identical bits.
+BOOST_AUTO_TEST_CASE(packed_small_gemm_matches_float64) {
+  using kernels::CpuPath;
+  if (!kernels::packed_gemm_available()) {
+    BOOST_TEST_MESSAGE("packed GEMM not used on this CPU path (" << kernels::cpu_description() << "): BLAS only");
     return;
   }
+  const bool both = kernels::detected_cpu_path() == CpuPath::Avx512;
   at::manual_seed(11);
-  for (int64_t M : {1, 2, 7, 12, 13, 25, 32})
+  for (int64_t M : {1, 2, 6, 7, 12, 13, 25, 32})
     for (int64_t N : {1, 15, 16, 17, 33, 512, 1922})
       for (int64_t K : {1, 5, 63, 64, 65, 560, 1536}) {
         at::Tensor w = at::randn({N, K}), x = at::randn({M, K}), b = at::randn({N});
-        vocos::PackedLinear p = vocos::pack_linear(w);
+        kernels::PackedLinear p = kernels::pack_linear(w);
         at::Tensor out = at::empty({M, N});
         out.copy_(b.expand({M, N}));
-        vocos::small_gemm_accumulate(p, x.data_ptr<float>(), K, M, out.data_ptr<float>(), N);
-        at::Tensor ref = at::addmm(b.to(at::kDouble), x.to(at::kDouble), w.to(at::kDouble).t());
-        const double err = (out.to(at::kDouble) - ref).abs().max().item<double>();
-        const double scale = std::sqrt(static_cast<double>(K)) + 1.0;
-        BOOST_TEST(err <= 4e-6 * scale, "M " << M << " N " << N << " K " << K << ": max abs " << err);
+        kernels::packed_gemm_accumulate(p, x.data_ptr<float>(), K, M, out.data_ptr<float>(), N);
+        const double ratio = gemm_error_ratio(out, x, w, b);
+        BOOST_TEST(ratio <= 1.0, "M " << M << " N " << N << " K " << K << ": error / worst-case bound " << ratio);
+        if (both) {
+          at::Tensor narrow = at::empty({M, N});
+          narrow.copy_(b.expand({M, N}));
+          kernels::packed_gemm_accumulate_on(CpuPath::Avx2, p, x.data_ptr<float>(), K, M, narrow.data_ptr<float>(), N);
+          at::Tensor wide = at::empty({M, N});
+          wide.copy_(b.expand({M, N}));
+          kernels::packed_gemm_accumulate_on(CpuPath::Avx512, p, x.data_ptr<float>(), K, M, wide.data_ptr<float>(), N);
+          BOOST_TEST(at::equal(narrow, wide), "M " << M << " N " << N << " K " << K << ": AVX2 and AVX-512 differ");
+        }
       }
 }
 

@@ -1,6 +1,6 @@
 #include "elements/t3/model/t3.h"
 
-#include "elements/t3/model/small_gemm.h"
+#include "gst-plugins/core/kernels/rows_gemm.h"
 #include "gst-plugins/core/checkpoint.h"
 
 #include <ATen/ATen.h>
@@ -225,7 +225,7 @@ struct BackboneSession::Impl {
     for (size_t li = 0; li < m->layers.size(); ++li) {
       const Layer& ly = m->layers[li];
       Tensor h = rms_norm(x, ly.ln1, L.rms_norm_eps);
-      Tensor qkv = small_rows_matmul_t(h, ly.w_qkv);  // [B, S, (nh + 2 nkv) d]
+      Tensor qkv = kernels::rows_matmul_t(h, ly.w_qkv);  // [B, S, (nh + 2 nkv) d]
       Tensor q = qkv.narrow(-1, 0, nh * d).view({B, S, nh, d}).transpose(1, 2);
       Tensor k = qkv.narrow(-1, nh * d, nkv * d).view({B, S, nkv, d}).transpose(1, 2);
       Tensor v = qkv.narrow(-1, (nh + nkv) * d, nkv * d).view({B, S, nkv, d}).transpose(1, 2);
@@ -243,11 +243,11 @@ struct BackboneSession::Impl {
       if (mask.defined()) scores.add_(mask);
       Tensor o = at::matmul(at::softmax(scores, -1), V);  // [B, nh, S, d]
       o = o.transpose(1, 2).reshape({B, S, nh * d});
-      x = x + small_rows_matmul_t(o, ly.w_o);
+      x = x + kernels::rows_matmul_t(o, ly.w_o);
       Tensor h2 = rms_norm(x, ly.ln2, L.rms_norm_eps);
-      Tensor gu = small_rows_matmul_t(h2, ly.w_gu);  // [B, S, 2I]
+      Tensor gu = kernels::rows_matmul_t(h2, ly.w_gu);  // [B, S, 2I]
       Tensor a = at::silu(gu.narrow(-1, 0, I)).mul_(gu.narrow(-1, I, I));
-      x = x + small_rows_matmul_t(a, ly.w_down);
+      x = x + kernels::rows_matmul_t(a, ly.w_down);
       if (layer_outputs) layer_outputs->push_back(x);
     }
     len = T;
@@ -486,7 +486,7 @@ at::Tensor T3Model::backbone(const at::Tensor& inputs_embeds, std::vector<at::Te
 
 at::Tensor T3Model::speech_logits(const at::Tensor& hidden) const {
   c10::NoGradGuard ng;
-  return small_rows_matmul_t(hidden, impl_->speech_head);
+  return kernels::rows_matmul_t(hidden, impl_->speech_head);
 }
 
 at::Tensor T3Model::rope_inv_freq() const { return impl_->inv_freq; }
@@ -557,7 +557,7 @@ void T3Generator::start(const std::vector<int64_t>& text_ids, const T3Cond& cond
   g.session = std::make_unique<BackboneSession>(g.model, g.B, x.size(1) + g.opts.max_new_tokens);
   Tensor h = g.session->forward(x);
   g.hidden = h.select(1, h.size(1) - 1).contiguous();
-  g.logits = small_rows_matmul_t(g.hidden, m.speech_head);
+  g.logits = kernels::rows_matmul_t(g.hidden, m.speech_head);
   g.tokens.clear();
   g.seen = at::zeros({cfg.speech_tokens_dict_size}, at::kBool);
   g.seen[cfg.start_speech_token] = true;
@@ -580,7 +580,7 @@ int64_t T3Generator::next_token() {
     g.input_embed = g.model.speech_input_embed(g.pending, step);
     Tensor x = g.input_embed.view({1, 1, -1}).expand({g.B, 1, g.input_embed.size(0)});
     g.hidden = g.session->forward(x).select(1, 0).contiguous();
-    g.logits = small_rows_matmul_t(g.hidden, m.speech_head);
+    g.logits = kernels::rows_matmul_t(g.hidden, m.speech_head);
     g.pending = -1;
   }
   Tensor l = g.B == 2 ? g.logits[0] + o.cfg_weight * (g.logits[0] - g.logits[1]) : g.logits[0].clone();

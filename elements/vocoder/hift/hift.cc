@@ -380,7 +380,7 @@ struct HiftModel::Impl {
                              c.resblock_dilation_sizes[j]));
     }
     // F0 predictor: chunking-invariant either way (see f0_whole).
-    const at::ScalarType f0_type = kernels::packed_conv_available() ? at::kFloat : at::kDouble;
+    const at::ScalarType f0_type = chatterbox::kernels::packed_conv_available() ? at::kFloat : at::kDouble;
     for (auto& m : mod.condnet_convs) w.f0.push_back(conv_w(*m, 1, f0_type));
     w.cls = detail::make_conv(mod.classifier->p("weight").unsqueeze(2).to(f0_type),
                               mod.classifier->p("bias").to(f0_type), 1);

@@ -81,7 +81,7 @@ at::Tensor none_cols(int64_t C, at::ScalarType t = at::kFloat) { return at::empt
 at::Tensor conv_cols(const ConvW& w, const at::Tensor& x, int64_t n, at::Tensor init) {
   if (w.packed.w.defined()) {
     at::Tensor out = init.defined() ? init : at::empty({w.cout(), n}, at::kFloat);
-    kernels::conv_into(w.packed, w.dil, x, init, out);
+    chatterbox::kernels::conv_into(w.packed, w.dil, x, init, out);
     return out;
   }
   // BLAS: one GEMM per tap on shifted column views (no im2col copy).
@@ -319,8 +319,8 @@ ConvW make_conv(const at::Tensor& weight, const at::Tensor& bias, int dil) {
   c.cin_ = weight.size(1);
   c.dtype = weight.scalar_type();
   c.bias = bias.reshape({-1, 1}).contiguous();
-  if (c.dtype == at::kFloat && kernels::packed_conv_available())
-    c.packed = kernels::pack_conv(weight, bias);
+  if (c.dtype == at::kFloat && chatterbox::kernels::packed_conv_available())
+    c.packed = chatterbox::kernels::pack_conv(weight, bias);
   else
     c.taps = weight.permute({2, 0, 1}).contiguous();
   return c;

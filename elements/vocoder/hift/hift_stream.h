@@ -23,6 +23,7 @@
 #pragma once
 
 #include "elements/vocoder/hift/hift_kernels.h"
+#include "gst-plugins/core/kernels/packed_conv.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -41,10 +42,10 @@ struct ActW {
 };
 
 // Stride-1 Conv1d weights; as a layer, "same" zero padding dil (k - 1) / 2
-// on each side. Float32 weights are packed for kernels::conv_into where it
+// on each side. Float32 weights are packed for chatterbox::kernels::conv_into where it
 // runs; otherwise (and for float64) kept as taps for BLAS.
 struct ConvW {
-  kernels::PackedConv packed;
+  chatterbox::kernels::PackedConv packed;
   at::Tensor taps;  // [k, Cout, Cin], when not packed
   at::Tensor bias;  // [Cout, 1]
   int k = 1, dil = 1;

@@ -20,7 +20,7 @@
 // per layer plus the time frames whose samples are not all out.
 #include "elements/vocoder/vocos/vocos.h"
 #include "elements/vocoder/vocos/vocos_modules.h"
-#include "elements/vocoder/vocos/small_gemm.h"
+#include "gst-plugins/core/kernels/packed_gemm.h"
 
 #include "gst-plugins/core/checkpoint.h"
 #include "gst-plugins/core/compute_threads.h"
@@ -60,7 +60,7 @@ struct Block {
   at::Tensor dw_b, ln_w, ln_b;
   at::Tensor w1, b1;    // [I, C], [I]
   at::Tensor w2g, b2g;  // gamma * pwconv2: [C, I], [C]
-  vocos::PackedLinear w1_small, w2g_small;  // the same, packed for few-row GEMMs (streaming)
+  kernels::PackedLinear w1_small, w2g_small;  // the same, packed for few-row GEMMs (streaming)
 };
 
 struct Packed {
@@ -69,7 +69,7 @@ struct Packed {
   std::vector<Block> blocks;
   at::Tensor final_w, final_b;
   at::Tensor out_w, out_b;  // [n_fft + 2, dim]
-  vocos::PackedLinear embed_small, out_small;  // packed for few-row GEMMs (CPU with AVX-512 only)
+  kernels::PackedLinear embed_small, out_small;  // packed for few-row GEMMs (CPUs with AVX2 or AVX-512)
   at::Tensor window;        // [n_fft]
   at::Tensor window_sq_rows;  // [R, hop]: window², zero-padded to R*hop
 };
@@ -105,13 +105,13 @@ Packed pack(Net& net, const VocosConfig& c) {
   p.window = net->head->istft->window;
   const int64_t R = (c.n_fft + c.hop_length - 1) / c.hop_length;
   p.window_sq_rows = at::constant_pad_nd(p.window.square(), {0, R * c.hop_length - c.n_fft}).reshape({R, c.hop_length});
-  if (p.embed_w.is_cpu() && vocos::small_gemm_available()) {
-    p.embed_small = vocos::pack_linear(p.embed_w);
+  if (p.embed_w.is_cpu() && kernels::packed_gemm_available()) {
+    p.embed_small = kernels::pack_linear(p.embed_w);
     for (Block& k : p.blocks) {
-      k.w1_small = vocos::pack_linear(k.w1);
-      k.w2g_small = vocos::pack_linear(k.w2g);
+      k.w1_small = kernels::pack_linear(k.w1);
+      k.w2g_small = kernels::pack_linear(k.w2g);
     }
-    p.out_small = vocos::pack_linear(p.out_w);
+    p.out_small = kernels::pack_linear(p.out_w);
   }
   return p;
 }
@@ -241,11 +241,11 @@ struct VocosModel::Impl {
 
   // init [M, N] (bias, or residual + bias; ours to write) += x [M, K] W^T.
   static at::Tensor linear_into(at::Tensor init, const at::Tensor& x, const at::Tensor& w,
-                                const vocos::PackedLinear& small) {
+                                const kernels::PackedLinear& small) {
     if (small.defined() && x.size(0) <= kSmallRows && x.is_cpu() && x.scalar_type() == at::kFloat) {
       at::Tensor xc = x.contiguous();
       TORCH_INTERNAL_ASSERT(init.is_contiguous() && init.size(1) == small.n && xc.size(1) == small.k);
-      vocos::small_gemm_accumulate(small, xc.data_ptr<float>(), xc.stride(0), xc.size(0), init.data_ptr<float>(),
+      kernels::packed_gemm_accumulate(small, xc.data_ptr<float>(), xc.stride(0), xc.size(0), init.data_ptr<float>(),
                                    init.stride(0));
       return init;
     }
@@ -254,7 +254,7 @@ struct VocosModel::Impl {
 
   // bias [N] + x [M, K] W^T.
   static at::Tensor linear(const at::Tensor& bias, const at::Tensor& x, const at::Tensor& w,
-                           const vocos::PackedLinear& small) {
+                           const kernels::PackedLinear& small) {
     if (small.defined() && x.size(0) <= kSmallRows && x.is_cpu() && x.scalar_type() == at::kFloat)
       // A fresh tensor: expand().contiguous() of one row would alias the bias itself.
       return linear_into(at::empty({x.size(0), bias.size(0)}, bias.options()).copy_(bias.expand({x.size(0), bias.size(0)})),

@@ -2,22 +2,24 @@
 // weight matrix once. Decoding one token is bound by memory bandwidth (every
 // weight is read once per token); a BLAS sgemm with M = 2 packs W first and
 // per-row gemv reads W twice, both measured 1.7-3x slower here.
-#include "elements/t3/model/small_gemm.h"
+#include "gst-plugins/core/kernels/rows_gemm.h"
+
+#include "gst-plugins/core/kernels/cpu_path.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-#define T3_HAVE_X86 1
+#define ROWS_HAVE_X86 1
 #endif
 
-namespace chatterbox::t3 {
+namespace chatterbox::kernels {
 
 namespace {
 
-// Scalar reference path (any CPU): same loop structure, no SIMD.
-void rows_generic(const float* W, const float* x, float* y, int64_t M, int64_t N, int64_t K, int64_t n0, int64_t n1) {
+// Scalar loop for the odd column a 2-column kernel leaves.
+void rows_scalar(const float* W, const float* x, float* y, int64_t M, int64_t N, int64_t K, int64_t n0, int64_t n1) {
   for (int64_t n = n0; n < n1; ++n) {
     const float* w = W + n * K;
     for (int64_t m = 0; m < M; ++m) {
@@ -29,7 +31,7 @@ void rows_generic(const float* W, const float* x, float* y, int64_t M, int64_t N
   }
 }
 
-#ifdef T3_HAVE_X86
+#ifdef ROWS_HAVE_X86
 __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -64,21 +66,27 @@ __attribute__((target("avx2,fma"))) void rows_avx2(const float* W, const float* 
       y[m * N + n + 1] = s1;
     }
   }
-  if (n < n1) rows_generic(W, x, y, M, N, K, n, n1);
+  if (n < n1) rows_scalar(W, x, y, M, N, K, n, n1);
 }
 
-bool have_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-}
 #endif
 
 }  // namespace
 
-at::Tensor small_rows_matmul_t(const at::Tensor& x_in, const at::Tensor& W) {
+bool rows_kernel_available(int64_t M) {
+#ifdef ROWS_HAVE_X86
+  return M >= 1 && M <= 4 && cpu_path_at_least(CpuPath::Avx2);
+#else
+  (void)M;
+  return false;
+#endif
+}
+
+at::Tensor rows_matmul_t(const at::Tensor& x_in, const at::Tensor& W) {
   const int64_t K = W.size(1), N = W.size(0);
   const int64_t M = x_in.numel() / K;
-  if (M > 4 || M == 0 || !W.is_contiguous() || W.scalar_type() != at::kFloat || !W.device().is_cpu())
+  if (!rows_kernel_available(M) || !W.is_contiguous() || W.scalar_type() != at::kFloat || !W.device().is_cpu() ||
+      x_in.scalar_type() != at::kFloat)
     return at::linear(x_in, W);
   at::Tensor x = x_in.contiguous();
   std::vector<int64_t> out_shape = x.sizes().vec();
@@ -90,19 +98,18 @@ at::Tensor small_rows_matmul_t(const at::Tensor& x_in, const at::Tensor& W) {
   // Grain: ~64 KiB of weights per task at least.
   const int64_t grain = std::max<int64_t>(16, (16384 / std::max<int64_t>(K, 1)) & ~int64_t(1));
   at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
-#ifdef T3_HAVE_X86
-    if (have_avx2()) {
-      switch (M) {
-        case 1: return rows_avx2<1>(wp, xp, yp, N, K, n0, n1);
-        case 2: return rows_avx2<2>(wp, xp, yp, N, K, n0, n1);
-        case 3: return rows_avx2<3>(wp, xp, yp, N, K, n0, n1);
-        default: return rows_avx2<4>(wp, xp, yp, N, K, n0, n1);
-      }
+#ifdef ROWS_HAVE_X86
+    switch (M) {
+      case 1: return rows_avx2<1>(wp, xp, yp, N, K, n0, n1);
+      case 2: return rows_avx2<2>(wp, xp, yp, N, K, n0, n1);
+      case 3: return rows_avx2<3>(wp, xp, yp, N, K, n0, n1);
+      default: return rows_avx2<4>(wp, xp, yp, N, K, n0, n1);
     }
+#else
+    rows_scalar(wp, xp, yp, M, N, K, n0, n1);
 #endif
-    rows_generic(wp, xp, yp, M, N, K, n0, n1);
   });
   return y;
 }
 
-}  // namespace chatterbox::t3
+}  // namespace chatterbox::kernels

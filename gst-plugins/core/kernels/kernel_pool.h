@@ -1,4 +1,4 @@
-// A small persistent thread pool for HiFT's kernels (internal): no OpenMP
+// A small persistent thread pool for the hand-written kernels: no OpenMP
 // (compute_threads.h). Workers poll briefly between a step's back-to-back
 // jobs and block on a condition variable when idle.
 #pragma once
@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <functional>
 
-namespace chatterbox::hift::kernels {
+namespace chatterbox::kernels {
 
 // Calls fn(lo, hi) on `parts` contiguous ranges splitting [0, n), the first
 // on the calling thread, the others on pool workers, and returns when all
@@ -14,4 +14,4 @@ namespace chatterbox::hift::kernels {
 // on the calling thread.
 void run_parallel(int parts, int64_t n, const std::function<void(int64_t, int64_t)>& fn);
 
-}  // namespace chatterbox::hift::kernels
+}  // namespace chatterbox::kernels

@@ -11,7 +11,7 @@
 // 1.7x slower than 1. So the pool watches both over windows of 32 jobs and,
 // when they say so, runs jobs on the caller alone for a while, then tries
 // again.
-#include "elements/vocoder/hift/hift_pool.h"
+#include "gst-plugins/core/kernels/kernel_pool.h"
 
 #include <atomic>
 #include <chrono>
@@ -23,7 +23,7 @@
 #include <immintrin.h>
 #endif
 
-namespace chatterbox::hift::kernels {
+namespace chatterbox::kernels {
 
 namespace {
 
@@ -162,4 +162,4 @@ void run_parallel(int parts, int64_t n, const std::function<void(int64_t, int64_
   Pool::get().run(parts, n, fn);
 }
 
-}  // namespace chatterbox::hift::kernels
+}  // namespace chatterbox::kernels
