@@ -87,17 +87,18 @@ bool mel_format_from_caps(const GstCaps* caps, MelFormat* out, std::string* why)
          get_double(s, "mag-eps", &f.mag_eps, why) && (*out = f, true);
 }
 
-std::string explain_mel_caps_mismatch(const MelFormat& expected, const GstCaps* offered) {
-  GstCaps* want = mel_format_to_caps(expected);
+std::string explain_caps_mismatch(const GstCaps* want, const GstCaps* offered, const char* subject) {
   std::string out;
-  if (offered && !gst_caps_is_empty(offered) && !gst_caps_can_intersect(want, offered)) {
-    // Name each field whose offered values exclude the model's.
+  if (want && !gst_caps_is_empty(want) && offered && !gst_caps_is_empty(offered) &&
+      !gst_caps_can_intersect(want, offered)) {
+    // Name each field whose offered values exclude the wanted ones.
     const GstStructure* w = gst_caps_get_structure(want, 0);
     std::ostringstream os;
     for (guint i = 0; i < gst_caps_get_size(offered); ++i) {
       const GstStructure* o = gst_caps_get_structure(offered, i);
-      if (!gst_structure_has_name(o, CHATTERBOX_MEL_MEDIA_TYPE)) {
-        os << (os.tellp() > 0 ? "; " : "") << "upstream offers " << gst_structure_get_name(o) << ", not mel features";
+      if (!gst_structure_has_name(o, gst_structure_get_name(w))) {
+        os << (os.tellp() > 0 ? "; " : "") << "upstream offers " << gst_structure_get_name(o) << ", not "
+           << gst_structure_get_name(w);
         continue;
       }
       for (gint n = 0; n < gst_structure_n_fields(w); ++n) {
@@ -111,16 +112,34 @@ std::string explain_mel_caps_mismatch(const MelFormat& expected, const GstCaps* 
         }
         gchar* wv = gst_value_serialize(gst_structure_get_value(w, field));
         gchar* gv = gst_value_serialize(ov);
-        os << (os.tellp() > 0 ? "; " : "") << "model expects " << field << "=" << wv << ", upstream offers " << gv;
+        os << (os.tellp() > 0 ? "; " : "") << subject << " expects " << field << "=" << wv << ", upstream offers " << gv;
         g_free(wv);
         g_free(gv);
       }
     }
     out = os.str();
-    if (out.empty()) out = "upstream caps do not intersect the model's mel layout";
+    if (out.empty()) out = std::string("upstream caps do not intersect what the ") + subject + " expects";
   }
+  return out;
+}
+
+std::string explain_mel_caps_mismatch(const MelFormat& expected, const GstCaps* offered) {
+  GstCaps* want = mel_format_to_caps(expected);
+  std::string out = explain_caps_mismatch(want, offered, "model");
   gst_caps_unref(want);
   return out;
+}
+
+GstCaps* query_upstream_caps(GstPad* sinkpad) {
+  GstQuery* q = gst_query_new_caps(nullptr);
+  GstCaps* result = nullptr;
+  if (gst_pad_peer_query(sinkpad, q)) {
+    GstCaps* caps = nullptr;
+    gst_query_parse_caps_result(q, &caps);
+    if (caps && !gst_caps_is_any(caps)) result = gst_caps_ref(caps);
+  }
+  gst_query_unref(q);
+  return result;
 }
 
 GstCaps* audio_caps(int rate) {

@@ -39,6 +39,21 @@ bool mel_format_from_caps(const GstCaps* caps, MelFormat* out, std::string* why)
 // user. Empty when they are compatible.
 std::string explain_mel_caps_mismatch(const MelFormat& expected, const GstCaps* offered);
 
+// Explains, field by field, why no structure of `offered` (possibly partial
+// or unfixed) can carry `wanted` (its first structure): "<subject> expects
+// F=V, upstream offers W; ...". Empty when they can intersect, or when
+// `offered` is null or empty (nothing to judge).
+std::string explain_caps_mismatch(const GstCaps* wanted, const GstCaps* offered, const char* subject);
+
+// What the upstream peer of `sinkpad` can offer: a CAPS query without a
+// filter, which elements answer in READY too. nullptr when there is no peer
+// or it did not answer. For the READY->PAUSED check every chatterbox element
+// makes: when nothing upstream offers can fit, the element fails the state
+// change with an ERROR naming each field (synchronously, so a pipeline that
+// cannot negotiate ends at once, instead of leaving upstream to fail later
+// with a bare "not-negotiated" while the sinks preroll on its EOS).
+GstCaps* query_upstream_caps(GstPad* sinkpad);
+
 // Mono F32LE audio caps at `rate`.
 GstCaps* audio_caps(int rate);
 

@@ -222,6 +222,21 @@ static gboolean gst_mel_spec_sink_event(GstPad* pad, GstObject* parent, GstEvent
   }
 }
 
+static void post_rate_refusal(GstMelSpec* self, int rate, const std::string& offered, bool error) {
+  if (error)
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION,
+                      ("melspec needs mono F32LE audio at %d Hz, which upstream does not offer: insert "
+                       "'audioconvert ! audioresample' before melspec",
+                       rate),
+                      ("%s", offered.c_str()));
+  else
+    GST_ELEMENT_WARNING(self, CORE, NEGOTIATION,
+                        ("melspec needs mono F32LE audio at %d Hz, which upstream does not offer: insert "
+                         "'audioconvert ! audioresample' before melspec",
+                         rate),
+                        ("%s", offered.c_str()));
+}
+
 static gboolean gst_mel_spec_sink_query(GstPad* pad, GstObject* parent, GstQuery* query) {
   GstMelSpec* self = GST_MEL_SPEC(parent);
   if (GST_QUERY_TYPE(query) == GST_QUERY_CAPS) {
@@ -235,13 +250,21 @@ static gboolean gst_mel_spec_sink_query(GstPad* pad, GstObject* parent, GstQuery
       GstCaps* filter;
       gst_query_parse_caps(query, &filter);
       gchar* offered = gst_caps_to_string(filter);
-      GST_ELEMENT_WARNING(self, CORE, NEGOTIATION,
-                          ("melspec needs mono F32LE audio at %d Hz, which upstream does not offer: insert "
-                           "'audioconvert ! audioresample' before melspec",
-                           f.rate),
-                          ("upstream offers %s", offered));
+      post_rate_refusal(self, f.rate, std::string("upstream offers ") + offered, /*error=*/false);
       g_free(offered);
     }
+    return TRUE;
+  }
+  if (GST_QUERY_TYPE(query) == GST_QUERY_ACCEPT_CAPS) {
+    // Anything within the template: a rate or channel count melspec cannot
+    // take is then refused by set_sink_caps with an ERROR saying what to
+    // insert, instead of the pad's silent accept-caps failure (upstream
+    // would only say "not-negotiated").
+    GstCaps* caps;
+    gst_query_parse_accept_caps(query, &caps);
+    GstCaps* templ = gst_pad_get_pad_template_caps(pad);
+    gst_query_set_accept_caps_result(query, gst_caps_is_subset(caps, templ));
+    gst_caps_unref(templ);
     return TRUE;
   }
   return gst_pad_query_default(pad, parent, query);
@@ -261,9 +284,31 @@ static gboolean gst_mel_spec_src_query(GstPad* pad, GstObject* parent, GstQuery*
   return gst_pad_query_default(pad, parent, query);
 }
 
+// READY->PAUSED (downstream is already PAUSED): a recipe must exist for
+// what downstream takes, and upstream must be able to offer its audio;
+// otherwise fail now with the reason (see query_upstream_caps).
+static gboolean negotiation_can_succeed(GstMelSpec* self) {
+  chatterbox::MelFormat f;
+  std::string why;
+  if (!choose_format(self, &f, &why)) {
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Cannot choose a mel recipe: %s", why.c_str()), (nullptr));
+    return FALSE;
+  }
+  GstCaps* offered = chatterbox::query_upstream_caps(self->sinkpad);
+  if (!offered) return TRUE;
+  GstCaps* want = chatterbox::audio_caps(f.rate);
+  why = chatterbox::explain_caps_mismatch(want, offered, "melspec");
+  gst_caps_unref(want);
+  gst_caps_unref(offered);
+  if (why.empty()) return TRUE;
+  post_rate_refusal(self, f.rate, why, /*error=*/true);
+  return FALSE;
+}
+
 static GstStateChangeReturn gst_mel_spec_change_state(GstElement* element, GstStateChange transition) {
   GstMelSpec* self = GST_MEL_SPEC(element);
   if (transition == GST_STATE_CHANGE_READY_TO_PAUSED) {
+    if (!negotiation_can_succeed(self)) return GST_STATE_CHANGE_FAILURE;
     self->timing.start();
   }
   GstStateChangeReturn ret = GST_ELEMENT_CLASS(gst_mel_spec_parent_class)->change_state(element, transition);

@@ -231,7 +231,19 @@ static gboolean gst_s3gen_mel_sink_event(GstPad* pad, GstObject* parent, GstEven
   GstS3GenMel* self = GST_S3GEN_MEL(parent);
   switch (GST_EVENT_TYPE(event)) {
     case GST_EVENT_CAPS: {
+      GstCaps* caps;
+      gst_event_parse_caps(event, &caps);
+      GstCaps* want = gst_caps_from_string(CHATTERBOX_TOKENS_CAPS);
+      const bool fits = gst_caps_is_subset(caps, want);
+      const std::string why = fits ? "" : chatterbox::explain_caps_mismatch(want, caps, "s3genmel");
+      gst_caps_unref(want);
       gst_event_unref(event);
+      if (!fits) {
+        GST_ELEMENT_ERROR(self, CORE, NEGOTIATION,
+                          ("s3genmel cannot take the speech tokens upstream offers: %s", why.c_str()),
+                          ("s3genmel decodes Chatterbox's S3 tokens: %s", CHATTERBOX_TOKENS_CAPS));
+        return FALSE;
+      }
       GstCaps* out = chatterbox::mel_format_to_caps(chatterbox::MelFormat::s3gen());
       gboolean ok = gst_pad_set_caps(self->srcpad, out);
       gst_caps_unref(out);
@@ -263,6 +275,22 @@ static gboolean gst_s3gen_mel_sink_event(GstPad* pad, GstObject* parent, GstEven
     default:
       return gst_pad_event_default(pad, parent, event);
   }
+}
+
+static gboolean gst_s3gen_mel_sink_query(GstPad* pad, GstObject* parent, GstQuery* query) {
+  if (GST_QUERY_TYPE(query) == GST_QUERY_ACCEPT_CAPS) {
+    // Any speech tokens: other codebooks, vocabularies or rates are then
+    // refused by the CAPS event with an ERROR naming the fields, instead of
+    // the pad's silent accept-caps failure (upstream would only say
+    // "not-negotiated"). The CAPS query stays exact.
+    GstCaps* caps;
+    gst_query_parse_accept_caps(query, &caps);
+    gst_query_set_accept_caps_result(query, gst_caps_get_size(caps) == 1 &&
+                                                gst_structure_has_name(gst_caps_get_structure(caps, 0),
+                                                                       CHATTERBOX_TOKENS_MEDIA_TYPE));
+    return TRUE;
+  }
+  return gst_pad_query_default(pad, parent, query);
 }
 
 static gboolean gst_s3gen_mel_src_query(GstPad* pad, GstObject* parent, GstQuery* query) {
@@ -349,6 +377,23 @@ static gboolean load(GstS3GenMel* self) {
   return TRUE;
 }
 
+// READY->PAUSED: when upstream can offer no S3 speech tokens (another
+// codebook, vocabulary or rate), fail now, naming the fields (see
+// query_upstream_caps), instead of upstream failing later with a bare
+// not-negotiated.
+static gboolean upstream_offers_tokens(GstS3GenMel* self) {
+  GstCaps* offered = chatterbox::query_upstream_caps(self->sinkpad);
+  if (!offered) return TRUE;
+  GstCaps* want = gst_caps_from_string(CHATTERBOX_TOKENS_CAPS);
+  const std::string why = chatterbox::explain_caps_mismatch(want, offered, "s3genmel");
+  gst_caps_unref(want);
+  gst_caps_unref(offered);
+  if (why.empty()) return TRUE;
+  GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("s3genmel cannot take the speech tokens upstream offers: %s", why.c_str()),
+                    ("s3genmel decodes Chatterbox's S3 tokens: %s", CHATTERBOX_TOKENS_CAPS));
+  return FALSE;
+}
+
 static GstStateChangeReturn gst_s3gen_mel_change_state(GstElement* element, GstStateChange transition) {
   GstS3GenMel* self = GST_S3GEN_MEL(element);
   switch (transition) {
@@ -356,6 +401,7 @@ static GstStateChangeReturn gst_s3gen_mel_change_state(GstElement* element, GstS
       if (!load(self)) return GST_STATE_CHANGE_FAILURE;
       break;
     case GST_STATE_CHANGE_READY_TO_PAUSED:
+      if (!upstream_offers_tokens(self)) return GST_STATE_CHANGE_FAILURE;
       self->timing.start();
       self->in_utterance = FALSE;
       self->utterances = 0;
@@ -552,6 +598,7 @@ static void gst_s3gen_mel_init(GstS3GenMel* self) {
   gst_element_add_pad(GST_ELEMENT(self), self->sinkpad);
   self->srcpad = gst_pad_new_from_static_template(&src_template, "src");
   gst_pad_set_query_function(self->srcpad, gst_s3gen_mel_src_query);
+  gst_pad_set_query_function(self->sinkpad, gst_s3gen_mel_sink_query);
   gst_pad_use_fixed_caps(self->srcpad);
   gst_element_add_pad(GST_ELEMENT(self), self->srcpad);
   self->device = g_strdup("cpu");

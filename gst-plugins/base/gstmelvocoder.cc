@@ -29,6 +29,7 @@ struct GstMelVocoderPrivate {
   gint lookahead;  // -1: the model's full receptive field; applied at the next utterance
 
   gboolean have_format;  // sink caps accepted
+  std::string refusal;   // why upstream's offer could not fit, once a CAPS query showed it (object lock)
   chatterbox::MelFormat format;
   chatterbox::OutputTiming timing;  // audio time of the output
 };
@@ -157,6 +158,42 @@ static GstFlowReturn gst_mel_vocoder_chain(GstPad* pad, GstObject* parent, GstBu
   }
 }
 
+// Posts why the model cannot take what upstream offers: an ERROR where it
+// ends the pipeline (READY->PAUSED, EOS without caps), a WARNING while
+// answering a CAPS query (upstream may still try something else).
+static void post_layout_refusal(GstMelVocoder* self, const std::string& why, bool error) {
+  GstMelVocoderPrivate* p = P(self);
+  const std::string layout = p->vocoder->mel_format().to_string();
+  if (error)
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION,
+                      ("The %s model cannot vocode the mel features upstream offers: %s", p->vocoder->name(), why.c_str()),
+                      ("Use a model trained for that layout (for S3Gen mels: a Vocos trained by vocos-train, or "
+                       "hiftdec), or produce the model's layout upstream (melspec follows downstream caps). Model "
+                       "layout: %s",
+                       layout.c_str()));
+  else
+    GST_ELEMENT_WARNING(self, CORE, NEGOTIATION,
+                        ("The %s model cannot vocode the mel features upstream offers: %s", p->vocoder->name(),
+                         why.c_str()),
+                        ("Use a model trained for that layout (for S3Gen mels: a Vocos trained by vocos-train, or "
+                         "hiftdec). Model layout: %s",
+                         layout.c_str()));
+}
+
+// READY->PAUSED: when nothing upstream can offer fits the model, fail now,
+// with the fields named (see query_upstream_caps).
+static gboolean upstream_can_fit(GstMelVocoder* self) {
+  GstMelVocoderPrivate* p = P(self);
+  GstCaps* offered = chatterbox::query_upstream_caps(p->sinkpad);
+  if (!offered) return TRUE;
+  const std::string why = chatterbox::explain_mel_caps_mismatch(p->vocoder->mel_format(), offered);
+  GST_DEBUG_OBJECT(self, "upstream offers %" GST_PTR_FORMAT, offered);
+  gst_caps_unref(offered);
+  if (why.empty()) return TRUE;
+  post_layout_refusal(self, why, /*error=*/true);
+  return FALSE;
+}
+
 static gboolean accept_format(GstMelVocoder* self, GstCaps* caps) {
   GstMelVocoderPrivate* p = P(self);
   chatterbox::MelFormat f;
@@ -202,6 +239,14 @@ static gboolean gst_mel_vocoder_sink_event(GstPad* pad, GstObject* parent, GstEv
       return TRUE;
     }
     case GST_EVENT_EOS:
+      // Upstream gave up negotiating (its own error says only
+      // "not-negotiated"): say why, as an ERROR.
+      if (!p->have_format) {
+        GST_OBJECT_LOCK(self);
+        const std::string why = p->refusal;
+        GST_OBJECT_UNLOCK(self);
+        if (!why.empty()) post_layout_refusal(self, why, /*error=*/true);
+      }
       drain(self);
       reset_stream(self);
       p->timing.push_segment(p->srcpad);  // an empty stream still owes downstream a segment before EOS
@@ -233,13 +278,11 @@ static gboolean gst_mel_vocoder_sink_query(GstPad* pad, GstObject* parent, GstQu
         // Upstream will fail with not-negotiated; say why in words.
         GstCaps* filter;
         gst_query_parse_caps(query, &filter);
-        std::string why = chatterbox::explain_mel_caps_mismatch(p->vocoder->mel_format(), filter);
-        GST_ELEMENT_WARNING(self, CORE, NEGOTIATION,
-                            ("The %s model cannot vocode the mel features upstream offers: %s", p->vocoder->name(),
-                             why.c_str()),
-                            ("Use a model trained for that layout (for S3Gen mels: a Vocos trained by vocos-train, "
-                             "or hiftdec). Model layout: %s",
-                             p->vocoder->mel_format().to_string().c_str()));
+        const std::string why = chatterbox::explain_mel_caps_mismatch(p->vocoder->mel_format(), filter);
+        GST_OBJECT_LOCK(self);
+        p->refusal = why;
+        GST_OBJECT_UNLOCK(self);
+        post_layout_refusal(self, why, /*error=*/false);
       }
       return TRUE;
     }
@@ -327,6 +370,10 @@ static GstStateChangeReturn gst_mel_vocoder_change_state(GstElement* element, Gs
       if (!load_model(self)) return GST_STATE_CHANGE_FAILURE;
       break;
     case GST_STATE_CHANGE_READY_TO_PAUSED:
+      if (!upstream_can_fit(self)) return GST_STATE_CHANGE_FAILURE;
+      GST_OBJECT_LOCK(self);
+      p->refusal.clear();
+      GST_OBJECT_UNLOCK(self);
       p->timing.start();
       reset_stream(self);
       break;
@@ -416,6 +463,7 @@ static void gst_mel_vocoder_finalize(GObject* object) {
   GstMelVocoderPrivate* p = P(GST_MEL_VOCODER(object));
   delete p->vocoder;
   p->format.~MelFormat();
+  p->refusal.~basic_string();
   g_object_unref(p->adapter);
   g_free(p->model);
   g_free(p->device);
@@ -483,5 +531,6 @@ static void gst_mel_vocoder_init(GstMelVocoder* self) {
   // GObject memory is zero-filled, not constructed: C++ members are placed
   // here and destroyed in finalize.
   new (&p->format) chatterbox::MelFormat();
+  new (&p->refusal) std::string();
   new (&p->timing) chatterbox::OutputTiming();
 }

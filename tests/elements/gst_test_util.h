@@ -302,6 +302,9 @@ inline PipelineResult run_pipeline(const std::string& desc,
     }
   }
   if (after_run) after_run(pipe);
+  // Before NULL: a pipeline going to NULL flushes its bus (the ERROR of a
+  // failed state change would be lost).
+  r.log.pop_all(bus);
   gst_element_set_state(pipe, GST_STATE_NULL);
   r.log.pop_all(bus);
   gst_object_unref(bus);
