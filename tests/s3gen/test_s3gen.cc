@@ -80,7 +80,8 @@ BOOST_AUTO_TEST_CASE(encoder_mu_spks_cond_and_time_grid) {
   BOOST_TEST(report("cond", enc.cond, t.g("cond")) == 0.0);
   BOOST_TEST(report("mask", enc.mask, t.g("mask")) == 0.0);
   BOOST_TEST(enc.prompt_frames == 40);
-  BOOST_TEST(report("t_span", t.flow.t_span(10), t.g("t_span")) <= 1e-6);
+  // 1 - cos(pi t / 2) in float32, here and in the reference: a few ulps of 1.
+  BOOST_TEST(report("t_span", t.flow.t_span(10), t.g("t_span")) <= 8 * std::ldexp(1.0, -24));
 }
 
 BOOST_AUTO_TEST_CASE(estimator_from_stored_inputs) {
@@ -301,7 +302,9 @@ BOOST_AUTO_TEST_CASE(estimator_padding_mask_hides_padded_frames) {
   at::Tensor noisy = x.clone();
   noisy.slice(2, T).normal_(0, 10);
   at::Tensor out = t.flow.estimator(noisy, mask, mu, tt, spks, cond);
-  BOOST_TEST(report("masked estimator, valid frames", out.slice(2, 0, T), ref) <= 1e-5);
+  // Two float32 runs (70 and 100 frames: other GEMM shapes) of the same
+  // exact values, each within est_step5's float32 error (4.5e-6, README).
+  BOOST_TEST(report("masked estimator, valid frames", out.slice(2, 0, T), ref) <= 2 * 3 * 4.5e-6);
   BOOST_TEST(out.slice(2, T).abs().max().item<double>() == 0.0);
 }
 

@@ -81,7 +81,10 @@ BOOST_AUTO_TEST_CASE(meanflow_config_and_defaults) {
   // Linear grid for mean flow, cosine otherwise.
   BOOST_TEST(at::allclose(f.turbo.t_span(2), at::tensor({0.0f, 0.5f, 1.0f})));
   BOOST_TEST(at::allclose(f.turbo.t_span(4), at::linspace(0, 1, 5)));
-  BOOST_TEST(f.standard.t_span(2)[1].item<float>() == static_cast<float>(1.0 - std::cos(0.25 * M_PI)));
+  // 1 - cos(pi/4) evaluated in float32 (ATen's cos may differ by an ulp
+  // between CPUs): within 2 ulps of the float64 value.
+  const float ts = f.standard.t_span(2)[1].item<float>(), want = static_cast<float>(1.0 - std::cos(0.25 * M_PI));
+  BOOST_TEST(std::fabs(ts - want) <= 2 * (std::nextafter(want, 1.f) - want));
   // The tree is flow_tiny's plus exactly the mixer.
   auto names = f.turbo.parameter_names();
   BOOST_TEST(names.size() == f.standard.parameter_names().size() + 1);
@@ -140,9 +143,15 @@ BOOST_AUTO_TEST_CASE(diagonal_mixer_reduces_to_the_standard_estimator) {
   auto mf = [&](const S3GenFlow& m, const at::Tensor& r) {
     return m.estimator(f.t(p + "x"), f.t(p + "mask"), f.t(p + "mu"), f.t(p + "t"), f.t(p + "spks"), f.t(p + "cond"), r);
   };
+  // Both sides are float32 evaluations of the same estimator call, each
+  // within the README's float32-vs-float64 error of est_step5 (4.5e-6) of the
+  // exact value, whatever GEMM kernels run: 2 x 3 x 4.5e-6 apart at most.
+  // (1e-6 held on one Intel machine and failed at 2.6e-6 on a Zen 5, where
+  // OpenBLAS sums the time-mixer GEMM in another order.)
+  const double kBound = 2 * 3 * 4.5e-6;
   const at::Tensor t = f.t(p + "t"), r = at::full({2}, 0.8f);
-  BOOST_TEST(report("[I,0] mixer, r = 0.8 vs standard at t", mf(diag_t, r), std_at(t)) <= 1e-6);
-  BOOST_TEST(report("[0,I] mixer, r = 0.8 vs standard at r", mf(diag_r, r), std_at(r)) <= 1e-6);
+  BOOST_TEST(report("[I,0] mixer, r = 0.8 vs standard at t", mf(diag_t, r), std_at(t)) <= kBound);
+  BOOST_TEST(report("[0,I] mixer, r = 0.8 vs standard at r", mf(diag_r, r), std_at(r)) <= kBound);
   BOOST_TEST(max_abs_diff(std_at(t), std_at(r)) > 1e-3);  // the two times do differ
 }
 
@@ -192,8 +201,9 @@ BOOST_AUTO_TEST_CASE(meanflow_detection_and_mismatches) {
 BOOST_AUTO_TEST_CASE(bf16_is_close_to_f32) {
   // bf16 keeps 8 mantissa bits (relative step 2^-8 = 0.4 %); through the
   // encoder and 10 (or 2) estimator calls the mel moves by a few percent of
-  // its range. Bounds: about 2x the values measured here (rel L2 0.0096 and
-  // 0.0078, max abs 0.068 and 0.049 of a range of +-5.4).
+  // its range. That error is bf16 rounding, 1000x any float32 summation-order
+  // effect, so it does not move between CPUs. Bounds: 3x the values measured
+  // (rel L2 0.0094 and 0.0078, max abs 0.063 and 0.049 of a range of +-5.4).
   const auto& f = fx();
   S3GenLoadOptions bf16;
   bf16.precision = "bf16";
@@ -205,14 +215,14 @@ BOOST_AUTO_TEST_CASE(bf16_is_close_to_f32) {
   at::Tensor ref = f.mel(f.standard, o), got = f.mel(standard, o);
   BOOST_TEST(got.scalar_type() == at::kFloat);
   report("bf16 vs f32, standard (10 steps, CFG)", got, ref);
-  BOOST_TEST(rel_l2(got, ref) <= 0.02);
-  BOOST_TEST(max_abs_diff(got, ref) <= 0.15);
-  BOOST_TEST(max_abs_diff(got, ref) > 0.0);  // it really ran in bf16
+  BOOST_TEST(rel_l2(got, ref) <= 0.03);
+  BOOST_TEST(max_abs_diff(got, ref) <= 0.2);
+  BOOST_TEST(max_abs_diff(got, ref) > 1e-3);  // it really ran in bf16 (float32 noise is ~1e-5)
   o.noise = f.m("mf.noise");
   ref = f.mel(f.turbo, o);
   got = f.mel(turbo, o);
   report("bf16 vs f32, mean flow (2 steps)", got, ref);
-  BOOST_TEST(rel_l2(got, ref) <= 0.02);
+  BOOST_TEST(rel_l2(got, ref) <= 0.025);
   BOOST_TEST(max_abs_diff(got, ref) <= 0.15);
 }
 

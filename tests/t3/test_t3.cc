@@ -115,7 +115,9 @@ BOOST_AUTO_TEST_CASE(backbone_long_positions) {
   at::Tensor whole = f.model.backbone(in);
   double e = max_abs_diff(inc.narrow(1, 1000, 24), whole.narrow(1, 1000, 24));
   BOOST_TEST_MESSAGE("incremental vs full, last 24: " << e);
-  BOOST_TEST(e <= 4e-5);
+  // Two float32 evaluations of the same hidden states, each within
+  // backbone.hidden's float32 error (8.6e-6, README): 2 x 3 x that apart.
+  BOOST_TEST(e <= 2 * 3 * 8.6e-6);
   BOOST_TEST(contains(error_of([&] { s.forward(in.narrow(1, 0, 1)); }), "KV cache full"));
 }
 

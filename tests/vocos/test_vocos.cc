@@ -209,10 +209,11 @@ BOOST_AUTO_TEST_CASE(streaming_is_exact_down_to_the_default_lookahead) {
     at::Tensor mel = ck.get("test.input_mel");
     at::Tensor whole = voc->forward(mel).select(0, 0);
     at::Tensor got = stream(*voc, mel.select(0, 0).t().contiguous(), {3});
-    // Rounding only (GEMMs over other row counts): far below the 1e-5 rel-L2
-    // bar and the fixture's float32-vs-float64 tolerance.
-    BOOST_TEST(max_abs_diff(got, whole) <= 2e-6, file);
-    BOOST_TEST(rel_l2(got, whole) <= 3e-6, file);
+    // Two float32 evaluations (packed kernel or BLAS over other row counts)
+    // of the same exact output, each within the README's measured float32
+    // error of it (8.3e-7 max abs, 1.4e-6 rel-L2): 2 x 3 x that apart.
+    BOOST_TEST(max_abs_diff(got, whole) <= 2 * 3 * 8.3e-7, file);
+    BOOST_TEST(rel_l2(got, whole) <= 2 * 3 * 1.4e-6, file);
   }
 }
 
@@ -233,8 +234,11 @@ BOOST_AUTO_TEST_CASE(reduced_lookahead_has_the_right_length) {
       double rl = rel_l2(got, whole);
       BOOST_TEST_MESSAGE(file << " lookahead " << k << ": rel-L2 vs whole " << rl);
       if (k >= d) BOOST_TEST(rl <= 1e-5);
-      // The default is the smallest exact lookahead: one frame less is visibly approximate.
-      if (k == d - 1) BOOST_TEST(rl > 1e-6);
+      // The default is the smallest exact lookahead: one frame less is
+      // approximate (1.3e-5 here, from the receptive field's last frame),
+      // above anything rounding can do: the exact stream stays within
+      // 2 x 3 x 1.4e-6 (twice the README's float32 rel-L2, 3x margin).
+      if (k == d - 1) BOOST_TEST(rl > 2 * 3 * 1.4e-6);
     }
     BOOST_CHECK_THROW(voc->set_lookahead_frames(-1), std::invalid_argument);
   }

@@ -1,6 +1,7 @@
 #include "elements/mel/features/filterbank.h"
 
 #include "gst-plugins/core/checkpoint.h"  // ModelError
+#include "gst-plugins/core/torch_f32.h"
 
 #include <ATen/ATen.h>
 
@@ -84,34 +85,48 @@ at::Tensor mel_filterbank_torchaudio_f32(int64_t rate, int64_t n_fft, int64_t n_
                                          MelScale scale, MelNorm norm) {
   if (rate <= 0 || n_fft <= 0 || n_mels <= 0)
     throw ModelError("mel_filterbank_torchaudio_f32: rate, n_fft and n_mels must be positive");
-  // Each line is one line of torchaudio.functional.melscale_fbanks /
-  // _mel_to_hz / _create_triangular_filterbank, in the same dtype and order,
-  // so the float32 rounding is the same.
-  const int64_t n_freqs = n_fft / 2 + 1;
-  const auto f32 = at::kFloat;
-  at::Tensor all_freqs = at::linspace(0, rate / 2, n_freqs, f32);
+  // Each step is one float operation of torchaudio.functional.melscale_fbanks
+  // / _mel_to_hz / _create_triangular_filterbank, in the same order, so the
+  // float32 rounding is the same; the tables do not depend on the CPU
+  // (torch_f32.h: ATen's own pow/exp differ by an ulp between capabilities).
+  const int64_t n_freqs = n_fft / 2 + 1, n_pts = n_mels + 2;
+  const std::vector<float> all_freqs = f32::linspace(0.0, static_cast<double>(rate / 2), n_freqs);
   const double m_min = hz_to_mel(f_min, scale), m_max = hz_to_mel(f_max, scale);  // Python floats
-  at::Tensor m_pts = at::linspace(m_min, m_max, n_mels + 2, f32);
-  at::Tensor f_pts;
-  if (scale == MelScale::Htk) {
-    // 700.0 * (10.0 ** (mels / 2595.0) - 1.0); `10.0 ** t` is a float32 0-dim base.
-    f_pts = at::pow(at::scalar_tensor(10.0, f32), m_pts / 2595.0).sub(1.0).mul(700.0);
-  } else {
-    f_pts = m_pts.mul(kSlaneyHzPerMel).add(0.0);  // f_min + f_sp * mels
-    at::Tensor log_t = m_pts >= kSlaneyMinLogMel;
-    at::Tensor hi = at::exp(m_pts.masked_select(log_t).sub(kSlaneyMinLogMel).mul(kSlaneyLogStep)).mul(kSlaneyMinLogHz);
-    f_pts.masked_scatter_(log_t, hi);
+  const std::vector<float> m_pts = f32::linspace(m_min, m_max, n_pts);
+  std::vector<float> f_pts(n_pts);
+  for (int64_t i = 0; i < n_pts; ++i) {
+    const float m = m_pts[i];
+    if (scale == MelScale::Htk) {
+      // 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+      const float t = m / 2595.0f;
+      const float p = f32::pow(10.0f, t);
+      const float q = p - 1.0f;
+      f_pts[i] = q * 700.0f;
+    } else if (m >= f32::round(kSlaneyMinLogMel)) {
+      // min_log_hz * exp(logstep * (mels - min_log_mel))
+      const float d = m - f32::round(kSlaneyMinLogMel);
+      const float e = f32::exp(d * f32::round(kSlaneyLogStep));
+      f_pts[i] = e * f32::round(kSlaneyMinLogHz);
+    } else {
+      const float lin = m * f32::round(kSlaneyHzPerMel);  // f_min + f_sp * mels
+      f_pts[i] = lin + 0.0f;
+    }
   }
-  at::Tensor f_diff = f_pts.slice(0, 1) - f_pts.slice(0, 0, -1);
-  at::Tensor slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1);  // [n_freqs, n_mels + 2]
-  at::Tensor down = (slopes.slice(1, 0, -2) * -1.0) / f_diff.slice(0, 0, -1);
-  at::Tensor up = slopes.slice(1, 2) / f_diff.slice(0, 1);
-  at::Tensor fb = at::max(at::zeros({1}, f32), at::min(down, up));  // [n_freqs, n_mels]
-  if (norm == MelNorm::Slaney) {
-    at::Tensor enorm = 2.0 / (f_pts.slice(0, 2, n_mels + 2) - f_pts.slice(0, 0, n_mels));
-    fb = fb * enorm.unsqueeze(0);
+  at::Tensor fb = at::zeros({n_mels, n_freqs}, at::kFloat);
+  float* w = fb.data_ptr<float>();
+  for (int64_t m = 0; m < n_mels; ++m) {
+    const float diff_lo = f_pts[m + 1] - f_pts[m], diff_hi = f_pts[m + 2] - f_pts[m + 1];
+    // Slaney norm: 2.0 / (f_pts[2:] - f_pts[:-2])
+    const float enorm = norm == MelNorm::Slaney ? 2.0f / (f_pts[m + 2] - f_pts[m]) : 1.0f;
+    for (int64_t k = 0; k < n_freqs; ++k) {
+      const float down_slope = f_pts[m] - all_freqs[k], up_slope = f_pts[m + 2] - all_freqs[k];
+      const float down = (down_slope * -1.0f) / diff_lo;
+      const float up = up_slope / diff_hi;
+      const float v = std::max(0.0f, std::min(down, up));
+      w[m * n_freqs + k] = norm == MelNorm::Slaney ? v * enorm : v;
+    }
   }
-  return fb.t().contiguous();
+  return fb;
 }
 
 at::Tensor hann_window(int64_t length, bool periodic) {

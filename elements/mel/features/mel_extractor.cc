@@ -1,5 +1,7 @@
 #include "elements/mel/features/mel_extractor.h"
 
+#include "gst-plugins/core/torch_f32.h"
+
 #include "elements/mel/features/filterbank.h"
 #include "gst-plugins/core/checkpoint.h"  // ModelError
 
@@ -11,6 +13,15 @@
 #include <sstream>
 
 namespace chatterbox::mel {
+
+namespace {
+// torch.hann_window(n) in float32 (torch_f32.h: the same on every CPU), as float64.
+at::Tensor torch_hann_window_f32(int64_t n) {
+  const std::vector<float> w = f32::hann_window(n, /*periodic=*/true);
+  return at::tensor(w, at::kFloat).to(at::kDouble);
+}
+}  // namespace
+
 
 struct MelExtractor::Impl {
   MelFormat fmt;
@@ -131,8 +142,7 @@ MelExtractor::MelExtractor(const MelFormat& format) {
     }
 
   // torch.stft zero-pads a shorter window to n_fft, centred.
-  at::Tensor win = torchaudio_tables ? at::hann_window(format.win_length, /*periodic=*/true, at::kFloat).to(at::kDouble)
-                                     : hann_window(format.win_length, /*periodic=*/true);
+  at::Tensor win = torchaudio_tables ? torch_hann_window_f32(format.win_length) : hann_window(format.win_length, true);
   if (format.win_length < format.n_fft) {
     const int64_t left = (format.n_fft - format.win_length) / 2;
     win = at::constant_pad_nd(win, {left, format.n_fft - format.win_length - left}, 0.0);
@@ -150,6 +160,29 @@ int64_t MelExtractor::hop_length() const { return impl_->hop; }
 int64_t MelExtractor::n_mels() const { return impl_->n_mels; }
 int64_t MelExtractor::pad() const { return impl_->pad; }
 at::Tensor MelExtractor::filterbank() const { return impl_->fb64; }
+
+MelExtractor MelExtractor::with_tables(const at::Tensor& filterbank, const at::Tensor& window) const {
+  const MelFormat& f = impl_->fmt;
+  if (filterbank.dim() != 2 || filterbank.size(0) != f.n_mels || filterbank.size(1) != f.n_fft / 2 + 1)
+    throw ModelError("with_tables: the filterbank must be [" + std::to_string(f.n_mels) + ", " +
+                     std::to_string(f.n_fft / 2 + 1) + "] for " + f.to_string());
+  if (window.dim() != 1 || window.size(0) != f.win_length)
+    throw ModelError("with_tables: the window must have win-length=" + std::to_string(f.win_length) + " samples");
+  auto impl = std::make_shared<Impl>(*impl_);
+  impl->fb64 = filterbank.to(at::kDouble).contiguous();
+  at::Tensor win = window.to(at::kDouble);
+  if (f.win_length < f.n_fft) {
+    const int64_t left = (f.n_fft - f.win_length) / 2;
+    win = at::constant_pad_nd(win, {left, f.n_fft - f.win_length - left}, 0.0);
+  }
+  impl->win64 = win;
+  impl->win32 = win.to(at::kFloat);
+  impl->fbt64 = impl->fb64.t().contiguous();
+  impl->fbt32 = impl->fbt64.to(at::kFloat);
+  MelExtractor out(*this);
+  out.impl_ = std::move(impl);
+  return out;
+}
 at::Tensor MelExtractor::window() const { return impl_->win64; }
 
 int64_t MelExtractor::num_frames(int64_t n) const {

@@ -70,6 +70,12 @@ class MelExtractor {
   at::Tensor filterbank() const;
   at::Tensor window() const;
 
+  // The same recipe with other tables: a filterbank [n_mels, n_fft/2 + 1]
+  // and an analysis window [win_length] (e.g. the tables a checkpoint ships,
+  // or a reference's own float32 evaluation of them); any float dtype. A
+  // shape that does not fit the format is a ModelError.
+  MelExtractor with_tables(const at::Tensor& filterbank, const at::Tensor& window) const;
+
  private:
   struct Impl;
   std::shared_ptr<const Impl> impl_;  // immutable: copies share it

@@ -8,6 +8,7 @@
 #include "elements/vocoder/hift/hift_stream.h"
 #include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/module_loader.h"
+#include "gst-plugins/core/torch_f32.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -719,9 +720,15 @@ at::Tensor HiftModel::inference(const at::Tensor& mel, const SourceDraws& draws,
 at::Tensor trim_fade(int sampling_rate) {
   const int64_t n = sampling_rate / 50;
   at::Tensor f = at::zeros({2 * n}, at::kFloat);
-  // torch.linspace(pi, 0, n) in float32, then (cos + 1) / 2 in float32.
-  at::Tensor lin = at::linspace(kPi, 0.0, n, at::kFloat);
-  f.narrow(0, n, n).copy_((at::cos(lin) + 1) / 2);
+  // torch.linspace(pi, 0, n) in float32, then (cos + 1) / 2 in float32, each
+  // step as torch does it but the same on every CPU (torch_f32.h).
+  const std::vector<float> lin = chatterbox::f32::linspace(kPi, 0.0, n);
+  float* p = f.data_ptr<float>() + n;
+  for (int64_t i = 0; i < n; ++i) {
+    const float c = chatterbox::f32::cos(lin[i]);
+    const float s = c + 1.0f;
+    p[i] = s / 2.0f;
+  }
   return f;
 }
 
