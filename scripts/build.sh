@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f build/build.ninja ]; then
-  meson setup build "$@"
+  # Debian packages first; a wrap in subprojects/ is used only if one is
+  # missing and its source is already there (nothing is downloaded).
+  meson setup build --wrap-mode=nodownload "$@"
 fi
 # One LibTorch translation unit needs ~1.2 GB and ~30 s; two jobs fit 2 cores.
 ninja -C build -j "${CHATTERBOX_JOBS:-2}"
