@@ -4,6 +4,7 @@
 
 #include "elements/mel/features/filterbank.h"
 #include "gst-plugins/core/checkpoint.h"  // ModelError
+#include "gst-plugins/core/compute_threads.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -216,6 +217,7 @@ at::Tensor MelExtractor::frames_to_mel(const at::Tensor& padded, int64_t n_frame
                      std::to_string((n_frames - 1) * m.hop + m.n_fft) + " samples, got shape " +
                      shape_str(padded.sizes()));
   c10::InferenceMode guard;
+  ComputeThreads threads;  // one OpenMP thread; the GEMM uses OpenBLAS's pool (compute_threads.h)
   // [T, n_fft] strided view over the signal; the window product makes the
   // one contiguous copy, and one batched real FFT does every frame.
   at::Tensor frames = padded.unfold(0, m.n_fft, m.hop).narrow(0, 0, n_frames);

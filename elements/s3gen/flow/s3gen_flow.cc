@@ -2,6 +2,7 @@
 // the mean-flow basic Euler of Chatterbox-Turbo), precision and device,
 // config/checkpoint handling, voice conditioning and the mel streamer.
 #include "elements/s3gen/flow/flow_modules.h"
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/module_loader.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -349,6 +350,7 @@ at::Tensor S3GenFlow::drop_invalid_tokens(const at::Tensor& token) const {
 S3GenEncoded S3GenFlow::encode(const at::Tensor& token_in, const at::Tensor& prompt_token_in,
                                const at::Tensor& prompt_feat_in, const at::Tensor& embedding_in, bool finalize) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // one OpenMP thread here; GEMMs use OpenBLAS's pool (compute_threads.h)
   FlowModel& m = *impl_->model;
   const auto& c = m.cfg;
   at::Tensor token = token_in.to(at::kLong).reshape({1, -1});
@@ -415,6 +417,7 @@ at::Tensor S3GenFlow::mu(const at::Tensor& token, const at::Tensor& prompt_token
 at::Tensor S3GenFlow::estimator(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& mu, const at::Tensor& t,
                                 const at::Tensor& spks, const at::Tensor& cond, const at::Tensor& r) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // one OpenMP thread here; GEMMs use OpenBLAS's pool (compute_threads.h)
   if (meanflow() && !r.defined())
     throw ModelError("S3Gen flow: this is a mean-flow (Turbo) estimator; it needs the end time r");
   const at::TensorOptions mo = impl_->opts(), times = mo.dtype(at::kFloat);
@@ -434,6 +437,7 @@ at::Tensor S3GenFlow::t_span(int64_t n) const {
 
 at::Tensor S3GenFlow::solve(const S3GenEncoded& enc, const at::Tensor& z, int64_t n_timesteps, double cfg_rate) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // one OpenMP thread here; GEMMs use OpenBLAS's pool (compute_threads.h)
   auto& est = *impl_->model->estimator;
   const at::TensorOptions mo = impl_->opts(), f32 = mo.dtype(at::kFloat);
   // The ODE state stays float32 whatever the estimator's dtype.
@@ -475,6 +479,7 @@ at::Tensor S3GenFlow::inference(const at::Tensor& token_in, const at::Tensor& pr
                                 const at::Tensor& prompt_feat, const at::Tensor& embedding,
                                 const S3GenInferenceOptions& opts) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // one OpenMP thread here; GEMMs use OpenBLAS's pool (compute_threads.h)
   const auto& c = config();
   at::Tensor token = drop_invalid_tokens(token_in);
   const int64_t mel_channels = c.output_size;
@@ -594,6 +599,7 @@ S3GenFlowStreamer::S3GenFlowStreamer(S3GenFlowStreamer&&) noexcept = default;
 
 at::Tensor S3GenFlowStreamer::push(const at::Tensor& tokens) {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // one OpenMP thread here; GEMMs use OpenBLAS's pool (compute_threads.h)
   if (s_->finished) throw ModelError("S3Gen streamer: push() after finish(); call reset() to start a new utterance");
   at::Tensor t = s_->flow->drop_invalid_tokens(tokens);
   if (t.size(1) > 0) {
@@ -607,6 +613,7 @@ at::Tensor S3GenFlowStreamer::push(const at::Tensor& tokens) {
 
 at::Tensor S3GenFlowStreamer::finish() {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // one OpenMP thread here; GEMMs use OpenBLAS's pool (compute_threads.h)
   if (s_->finished) return torch::zeros({1, s_->flow->config().output_size, 0});
   s_->finished = true;
   if (s_->opts.append_silence_on_finish) {

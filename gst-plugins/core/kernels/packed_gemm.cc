@@ -1,6 +1,8 @@
 #include "gst-plugins/core/kernels/packed_gemm.h"
 
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/kernels/cpu_path.h"
+#include "gst-plugins/core/kernels/kernel_pool.h"
 
 #include <ATen/ATen.h>
 
@@ -57,13 +59,15 @@ PG_AVX512 void block512(const float* wp, int64_t K, const float* x, int64_t ldx,
   }
 }
 
+// Panels [p0, p1) of MR rows.
 template <int MR>
-PG_AVX512 void rows512(const PackedLinear& w, const float* x, int64_t ldx, float* out, int64_t ldo) {
+PG_AVX512 void rows512(const PackedLinear& w, const float* x, int64_t ldx, float* out, int64_t ldo, int64_t p0,
+                       int64_t p1) {
   const float* wp = w.panels.data_ptr<float>();
-  const int64_t panels = w.panels.size(0), panel = w.k * kLanes;
-  int64_t p = 0;
-  for (; p + 2 <= panels; p += 2) block512<MR, 2>(wp + p * panel, w.k, x, ldx, out, ldo, p * kLanes, w.n);
-  if (p < panels) block512<MR, 1>(wp + p * panel, w.k, x, ldx, out, ldo, p * kLanes, w.n);
+  const int64_t panel = w.k * kLanes;
+  int64_t p = p0;
+  for (; p + 2 <= p1; p += 2) block512<MR, 2>(wp + p * panel, w.k, x, ldx, out, ldo, p * kLanes, w.n);
+  if (p < p1) block512<MR, 1>(wp + p * panel, w.k, x, ldx, out, ldo, p * kLanes, w.n);
 }
 
 // ---- AVX2: a panel as two ymm, up to 6 rows per pass ------------------------
@@ -102,13 +106,14 @@ PG_AVX2 void panel256(const float* wp, int64_t K, const float* x, int64_t ldx, f
 }
 
 template <int MR>
-PG_AVX2 void rows256(const PackedLinear& w, const float* x, int64_t ldx, float* out, int64_t ldo) {
+PG_AVX2 void rows256(const PackedLinear& w, const float* x, int64_t ldx, float* out, int64_t ldo, int64_t p0,
+                     int64_t p1) {
   const float* wp = w.panels.data_ptr<float>();
-  const int64_t panels = w.panels.size(0), panel = w.k * kLanes;
-  for (int64_t p = 0; p < panels; ++p) panel256<MR>(wp + p * panel, w.k, x, ldx, out, ldo, p * kLanes, w.n);
+  const int64_t panel = w.k * kLanes;
+  for (int64_t p = p0; p < p1; ++p) panel256<MR>(wp + p * panel, w.k, x, ldx, out, ldo, p * kLanes, w.n);
 }
 
-using RowsFn = void (*)(const PackedLinear&, const float*, int64_t, float*, int64_t);
+using RowsFn = void (*)(const PackedLinear&, const float*, int64_t, float*, int64_t, int64_t, int64_t);
 constexpr RowsFn kRows512[kMaxRows512 + 1] = {nullptr,    rows512<1>,  rows512<2>,  rows512<3>, rows512<4>,
                                               rows512<5>, rows512<6>,  rows512<7>,  rows512<8>, rows512<9>,
                                               rows512<10>, rows512<11>, rows512<12>};
@@ -156,10 +161,20 @@ void packed_gemm_accumulate_on(CpuPath path, const PackedLinear& w, const float*
 #ifdef PACKED_GEMM_X86
   const bool wide = path == CpuPath::Avx512;
   const int64_t step = wide ? kMaxRows512 : kMaxRows256;
-  for (int64_t m = 0; m < M; m += step) {
-    const int64_t r = std::min<int64_t>(step, M - m);
-    (wide ? kRows512 : kRows256)[r](w, x + m * ldx, ldx, out + m * ldo, ldo);
-  }
+  // Threads (the compute_threads() setting) split the output panels when the
+  // product is worth waking a worker (~4M multiply-adds, ~0.3 ms); an
+  // output's sum does not depend on the split.
+  const int64_t panels = w.panels.size(0);
+  const int parts = M * w.n * w.k >= (int64_t{1} << 22) ? compute_threads() : 1;
+  // An even panel count per part keeps the AVX-512 body's pairs of panels.
+  const int64_t units = (panels + 1) / 2;
+  run_parallel(parts, units, [&](int64_t u0, int64_t u1) {
+    const int64_t p0 = 2 * u0, p1 = std::min(panels, 2 * u1);
+    for (int64_t m = 0; m < M; m += step) {
+      const int64_t r = std::min<int64_t>(step, M - m);
+      (wide ? kRows512 : kRows256)[r](w, x + m * ldx, ldx, out + m * ldo, ldo, p0, p1);
+    }
+  });
 #else
   (void)x, (void)ldx, (void)M, (void)out, (void)ldo;
 #endif

@@ -4,10 +4,13 @@
 // per-row gemv reads W twice, both measured 1.7-3x slower here.
 #include "gst-plugins/core/kernels/rows_gemm.h"
 
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/kernels/cpu_path.h"
+#include "gst-plugins/core/kernels/kernel_pool.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+
+#include <algorithm>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -95,9 +98,12 @@ at::Tensor rows_matmul_t(const at::Tensor& x_in, const at::Tensor& W) {
   const float* wp = W.data_ptr<float>();
   const float* xp = x.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  // Grain: ~64 KiB of weights per task at least.
-  const int64_t grain = std::max<int64_t>(16, (16384 / std::max<int64_t>(K, 1)) & ~int64_t(1));
-  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+  // Threads: the compute_threads() setting, in our kernel pool (no OpenMP:
+  // compute_threads.h), in even column ranges, for products of at least
+  // 1M multiply-adds (~4 MB of weights read: worth waking a worker).
+  const int parts = N * K >= (int64_t{1} << 20) ? compute_threads() : 1;
+  run_parallel(parts, (N + 1) / 2, [&](int64_t u0, int64_t u1) {
+    const int64_t n0 = 2 * u0, n1 = std::min(N, 2 * u1);
 #ifdef ROWS_HAVE_X86
     switch (M) {
       case 1: return rows_avx2<1>(wp, xp, yp, N, K, n0, n1);
