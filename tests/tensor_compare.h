@@ -31,15 +31,17 @@ inline double gamma_f32(int64_t n) {
 // float64 product) to the worst-case bound gamma_{K+1} * (|b| + |x| |W|^T),
 // element by element. <= 1 for any correct float32 evaluation; a wrong index
 // or a lost term shows as a ratio far above 1.
+// extra_roundings: further roundings of each output (e.g. a per-row scale
+// multiply after the sum), counted as terms.
 inline double gemm_error_ratio(const at::Tensor& got, const at::Tensor& x, const at::Tensor& W,
-                               const at::Tensor& b = at::Tensor()) {
+                               const at::Tensor& b = at::Tensor(), int64_t extra_roundings = 0) {
   at::Tensor xd = x.to(at::kDouble).reshape({-1, x.size(-1)}), Wd = W.to(at::kDouble);
   at::Tensor ref = at::matmul(xd, Wd.t()), mag = at::matmul(xd.abs(), Wd.abs().t());
   if (b.defined()) {
     ref = ref + b.to(at::kDouble);
     mag = mag + b.to(at::kDouble).abs();
   }
-  const int64_t terms = W.size(1) + (b.defined() ? 1 : 0);
+  const int64_t terms = W.size(1) + (b.defined() ? 1 : 0) + extra_roundings;
   at::Tensor err = (got.to(at::kDouble).reshape(ref.sizes()) - ref).abs();
   // + the smallest normal so exact zeros (K = 0 terms) do not divide by 0
   return (err / (gamma_f32(terms) * mag + 1e-300)).max().item<double>();

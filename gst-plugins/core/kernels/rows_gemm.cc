@@ -1,18 +1,24 @@
-// y = x W^T for a handful of rows x (decode steps: the CFG pair), reading the
-// weight matrix once. Decoding one token is bound by memory bandwidth (every
-// weight is read once per token); a BLAS sgemm with M = 2 packs W first and
-// per-row gemv reads W twice, both measured 1.7-3x slower here.
+// Decode-step GEMMs: M <= 4 rows of x against all N rows of W, each weight
+// loaded once and used M times, two output rows per step. Decoding one token
+// is bound by memory bandwidth (every weight is read once per token); a BLAS
+// sgemm with M = 2 packs W first and per-row gemv reads W twice, both
+// measured 1.7-3x slower here. Quantised weights are widened to float in
+// registers (int8: sign-extend and convert, then one multiply by the row's
+// scale at the end; bf16: a 16-bit shift), so only their bytes cross the
+// memory bus.
 #include "gst-plugins/core/kernels/rows_gemm.h"
 
+#include "gst-plugins/core/checkpoint.h"  // ModelError
 #include "gst-plugins/core/compute_threads.h"
-#include "gst-plugins/core/kernels/cpu_path.h"
 #include "gst-plugins/core/kernels/kernel_pool.h"
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define ROWS_HAVE_X86 1
 #endif
@@ -21,101 +27,259 @@ namespace chatterbox::kernels {
 
 namespace {
 
-// Scalar loop for the odd column a 2-column kernel leaves.
-void rows_scalar(const float* W, const float* x, float* y, int64_t M, int64_t N, int64_t K, int64_t n0, int64_t n1) {
+// One weight element as float, for the scalar tails and the generic path.
+inline float widen(float w) { return w; }
+inline float widen(int8_t w) { return static_cast<float>(w); }
+inline float widen(uint16_t w) {
+  const uint32_t bits = static_cast<uint32_t>(w) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Columns [n0, n1) of M rows, plain C++ (any CPU).
+template <typename T>
+void rows_scalar(const T* W, const float* scale, const float* x, float* y, int M, int64_t N, int64_t K, int64_t n0,
+                 int64_t n1) {
   for (int64_t n = n0; n < n1; ++n) {
-    const float* w = W + n * K;
-    for (int64_t m = 0; m < M; ++m) {
+    const T* w = W + n * K;
+    for (int m = 0; m < M; ++m) {
       const float* xm = x + m * K;
       float acc = 0.f;
-      for (int64_t k = 0; k < K; ++k) acc += w[k] * xm[k];
-      y[m * N + n] = acc;
+      for (int64_t k = 0; k < K; ++k) acc += widen(w[k]) * xm[k];
+      y[m * N + n] = scale ? acc * scale[n] : acc;
     }
   }
 }
 
 #ifdef ROWS_HAVE_X86
-__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+#define ROWS_AVX2 __attribute__((target("avx2,fma")))
+#define ROWS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+
+ROWS_AVX2 inline float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
   return _mm_cvtss_f32(s);
 }
 
-// M rows of x (M <= 4) against 2 rows of W per iteration: each W element is
-// loaded once and used M times.
-template <int M>
-__attribute__((target("avx2,fma"))) void rows_avx2(const float* W, const float* x, float* y, int64_t N, int64_t K,
-                                                  int64_t n0, int64_t n1) {
+// 8 weights from w as float (AVX2).
+ROWS_AVX2 inline __m256 load8(const float* w) { return _mm256_loadu_ps(w); }
+ROWS_AVX2 inline __m256 load8(const int8_t* w) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w))));
+}
+ROWS_AVX2 inline __m256 load8(const uint16_t* w) {
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))), 16));
+}
+
+// 16 weights from w as float (AVX-512).
+ROWS_AVX512 inline __m512 load16(const float* w) { return _mm512_loadu_ps(w); }
+ROWS_AVX512 inline __m512 load16(const int8_t* w) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))));
+}
+ROWS_AVX512 inline __m512 load16(const uint16_t* w) {
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))), 16));
+}
+
+template <int M, typename T>
+ROWS_AVX2 void rows_avx2(const T* W, const float* scale, const float* x, float* y, int64_t N, int64_t K, int64_t n0,
+                         int64_t n1) {
   const int64_t K8 = K & ~int64_t(7);
   int64_t n = n0;
   for (; n + 2 <= n1; n += 2) {
-    const float* w0 = W + n * K;
-    const float* w1 = w0 + K;
+    const T* w0 = W + n * K;
+    const T* w1 = w0 + K;
     __m256 a0[M], a1[M];
     for (int m = 0; m < M; ++m) a0[m] = a1[m] = _mm256_setzero_ps();
     for (int64_t k = 0; k < K8; k += 8) {
-      __m256 v0 = _mm256_loadu_ps(w0 + k), v1 = _mm256_loadu_ps(w1 + k);
+      const __m256 v0 = load8(w0 + k), v1 = load8(w1 + k);
       for (int m = 0; m < M; ++m) {
-        __m256 xv = _mm256_loadu_ps(x + m * K + k);
+        const __m256 xv = _mm256_loadu_ps(x + m * K + k);
         a0[m] = _mm256_fmadd_ps(v0, xv, a0[m]);
         a1[m] = _mm256_fmadd_ps(v1, xv, a1[m]);
       }
     }
     for (int m = 0; m < M; ++m) {
-      float s0 = hsum(a0[m]), s1 = hsum(a1[m]);
-      for (int64_t k = K8; k < K; ++k) s0 += w0[k] * x[m * K + k], s1 += w1[k] * x[m * K + k];
-      y[m * N + n] = s0;
-      y[m * N + n + 1] = s1;
+      float s0 = hsum256(a0[m]), s1 = hsum256(a1[m]);
+      for (int64_t k = K8; k < K; ++k) s0 += widen(w0[k]) * x[m * K + k], s1 += widen(w1[k]) * x[m * K + k];
+      y[m * N + n] = scale ? s0 * scale[n] : s0;
+      y[m * N + n + 1] = scale ? s1 * scale[n + 1] : s1;
     }
   }
-  if (n < n1) rows_scalar(W, x, y, M, N, K, n, n1);
+  if (n < n1) rows_scalar(W, scale, x, y, M, N, K, n, n1);
 }
 
+template <int M, typename T>
+ROWS_AVX512 void rows_avx512(const T* W, const float* scale, const float* x, float* y, int64_t N, int64_t K,
+                             int64_t n0, int64_t n1) {
+  const int64_t K16 = K & ~int64_t(15);
+  int64_t n = n0;
+  for (; n + 2 <= n1; n += 2) {
+    const T* w0 = W + n * K;
+    const T* w1 = w0 + K;
+    __m512 a0[M], a1[M];
+    for (int m = 0; m < M; ++m) a0[m] = a1[m] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K16; k += 16) {
+      const __m512 v0 = load16(w0 + k), v1 = load16(w1 + k);
+      for (int m = 0; m < M; ++m) {
+        const __m512 xv = _mm512_loadu_ps(x + m * K + k);
+        a0[m] = _mm512_fmadd_ps(v0, xv, a0[m]);
+        a1[m] = _mm512_fmadd_ps(v1, xv, a1[m]);
+      }
+    }
+    for (int m = 0; m < M; ++m) {
+      float s0 = _mm512_reduce_add_ps(a0[m]), s1 = _mm512_reduce_add_ps(a1[m]);
+      for (int64_t k = K16; k < K; ++k) s0 += widen(w0[k]) * x[m * K + k], s1 += widen(w1[k]) * x[m * K + k];
+      y[m * N + n] = scale ? s0 * scale[n] : s0;
+      y[m * N + n + 1] = scale ? s1 * scale[n + 1] : s1;
+    }
+  }
+  if (n < n1) rows_scalar(W, scale, x, y, M, N, K, n, n1);
+}
 #endif
 
-}  // namespace
-
-bool rows_kernel_available(int64_t M) {
+template <typename T>
+void run_rows(CpuPath path, const T* W, const float* scale, const float* x, float* y, int M, int64_t N, int64_t K,
+              int64_t n0, int64_t n1) {
 #ifdef ROWS_HAVE_X86
-  return M >= 1 && M <= 4 && cpu_path_at_least(CpuPath::Avx2);
-#else
-  (void)M;
-  return false;
+  if (path == CpuPath::Avx512) {
+    switch (M) {
+      case 1: return rows_avx512<1>(W, scale, x, y, N, K, n0, n1);
+      case 2: return rows_avx512<2>(W, scale, x, y, N, K, n0, n1);
+      case 3: return rows_avx512<3>(W, scale, x, y, N, K, n0, n1);
+      default: return rows_avx512<4>(W, scale, x, y, N, K, n0, n1);
+    }
+  }
+  if (path == CpuPath::Avx2) {
+    switch (M) {
+      case 1: return rows_avx2<1>(W, scale, x, y, N, K, n0, n1);
+      case 2: return rows_avx2<2>(W, scale, x, y, N, K, n0, n1);
+      case 3: return rows_avx2<3>(W, scale, x, y, N, K, n0, n1);
+      default: return rows_avx2<4>(W, scale, x, y, N, K, n0, n1);
+    }
+  }
 #endif
+  (void)path;
+  rows_scalar(W, scale, x, y, M, N, K, n0, n1);
 }
 
-at::Tensor rows_matmul_t(const at::Tensor& x_in, const at::Tensor& W) {
-  const int64_t K = W.size(1), N = W.size(0);
-  const int64_t M = x_in.numel() / K;
-  if (!rows_kernel_available(M) || !W.is_contiguous() || W.scalar_type() != at::kFloat || !W.device().is_cpu() ||
-      x_in.scalar_type() != at::kFloat)
-    return at::linear(x_in, W);
+// The M <= 4 product on `path`, in the kernel pool (compute_threads()
+// workers, no OpenMP: compute_threads.h) over even column ranges, for
+// products of at least 1M multiply-adds (a few MB of weights: worth waking a
+// worker). Each output's sum is the same whatever the split.
+at::Tensor rows_product(CpuPath path, const at::Tensor& x_in, const QuantizedWeight& w) {
+  const int64_t K = w.k, N = w.n;
+  const int M = static_cast<int>(x_in.numel() / K);
   at::Tensor x = x_in.contiguous();
   std::vector<int64_t> out_shape = x.sizes().vec();
   out_shape.back() = N;
   at::Tensor y = at::empty(out_shape, x.options());
-  const float* wp = W.data_ptr<float>();
   const float* xp = x.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  // Threads: the compute_threads() setting, in our kernel pool (no OpenMP:
-  // compute_threads.h), in even column ranges, for products of at least
-  // 1M multiply-adds (~4 MB of weights read: worth waking a worker).
+  const float* sp = w.format == WeightFormat::Int8 ? w.scale.data_ptr<float>() : nullptr;
   const int parts = N * K >= (int64_t{1} << 20) ? compute_threads() : 1;
   run_parallel(parts, (N + 1) / 2, [&](int64_t u0, int64_t u1) {
     const int64_t n0 = 2 * u0, n1 = std::min(N, 2 * u1);
-#ifdef ROWS_HAVE_X86
-    switch (M) {
-      case 1: return rows_avx2<1>(wp, xp, yp, N, K, n0, n1);
-      case 2: return rows_avx2<2>(wp, xp, yp, N, K, n0, n1);
-      case 3: return rows_avx2<3>(wp, xp, yp, N, K, n0, n1);
-      default: return rows_avx2<4>(wp, xp, yp, N, K, n0, n1);
+    switch (w.format) {
+      case WeightFormat::F32: return run_rows(path, w.data.data_ptr<float>(), sp, xp, yp, M, N, K, n0, n1);
+      case WeightFormat::Int8: return run_rows(path, w.data.data_ptr<int8_t>(), sp, xp, yp, M, N, K, n0, n1);
+      case WeightFormat::BF16:
+        return run_rows(path, reinterpret_cast<const uint16_t*>(w.data.data_ptr<int16_t>()), sp, xp, yp, M, N, K, n0,
+                        n1);
     }
-#else
-    rows_scalar(wp, xp, yp, M, N, K, n0, n1);
-#endif
   });
   return y;
+}
+
+QuantizedWeight view_f32(const at::Tensor& W) {
+  QuantizedWeight q;
+  q.format = WeightFormat::F32;
+  q.data = W;
+  q.n = W.size(0);
+  q.k = W.size(1);
+  return q;
+}
+
+}  // namespace
+
+WeightFormat parse_weight_format(const std::string& s) {
+  if (s == "f32") return WeightFormat::F32;
+  if (s == "bf16") return WeightFormat::BF16;
+  if (s == "int8") return WeightFormat::Int8;
+  throw ModelError("unknown weight precision '" + s + "' (use f32, bf16 or int8)");
+}
+
+const char* weight_format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::BF16: return "bf16";
+    case WeightFormat::Int8: return "int8";
+    default: return "f32";
+  }
+}
+
+int64_t QuantizedWeight::bytes() const {
+  return (data.defined() ? data.numel() * data.element_size() : 0) +
+         (scale.defined() ? scale.numel() * scale.element_size() : 0);
+}
+
+QuantizedWeight quantize_weight(const at::Tensor& W_in, WeightFormat format) {
+  TORCH_CHECK(W_in.dim() == 2, "quantize_weight: expected a [N, K] weight");
+  at::Tensor W = W_in.to(at::kCPU, at::kFloat).contiguous();
+  QuantizedWeight q;
+  q.format = format;
+  q.n = W.size(0);
+  q.k = W.size(1);
+  switch (format) {
+    case WeightFormat::F32: q.data = W; break;
+    case WeightFormat::BF16:
+      // Round to nearest even: the conversion LibTorch itself does.
+      q.data = W.to(at::kBFloat16).view(at::kShort).contiguous();
+      break;
+    case WeightFormat::Int8: {
+      at::Tensor amax = W.abs().amax(1);
+      at::Tensor scale = at::where(amax > 0, amax / 127.0, at::ones_like(amax));
+      q.data = (W / scale.unsqueeze(1)).round().clamp(-127, 127).to(at::kChar).contiguous();
+      q.scale = scale.contiguous();
+      break;
+    }
+  }
+  return q;
+}
+
+at::Tensor dequantize(const QuantizedWeight& w) {
+  switch (w.format) {
+    case WeightFormat::BF16: return w.data.view(at::kBFloat16).to(at::kFloat);
+    case WeightFormat::Int8: return w.data.to(at::kFloat) * w.scale.unsqueeze(1);
+    default: return w.data;
+  }
+}
+
+bool rows_kernel_available(int64_t M) { return M >= 1 && M <= 4 && cpu_path_at_least(CpuPath::Avx2); }
+
+at::Tensor rows_matmul_t(const at::Tensor& x, const at::Tensor& W) {
+  const int64_t M = x.numel() / W.size(1);
+  if (!rows_kernel_available(M) || !W.is_contiguous() || W.scalar_type() != at::kFloat || !W.device().is_cpu() ||
+      x.scalar_type() != at::kFloat)
+    return at::linear(x, W);
+  return rows_product(cpu_path(), x, view_f32(W));
+}
+
+at::Tensor rows_matmul_t(const at::Tensor& x, const QuantizedWeight& W) {
+  if (W.format == WeightFormat::F32) return rows_matmul_t(x, W.data);
+  const int64_t M = x.numel() / W.k;
+  if (M < 1 || M > 4 || x.scalar_type() != at::kFloat || !x.device().is_cpu())
+    return at::linear(x.to(at::kFloat), dequantize(W));  // prefill: dequantise once, one real GEMM
+  return rows_product(cpu_path(), x, W);
+}
+
+at::Tensor rows_matmul_t_on(CpuPath path, const at::Tensor& x, const QuantizedWeight& W) {
+  TORCH_CHECK(static_cast<int>(path) <= static_cast<int>(detected_cpu_path()), "rows_matmul_t_on: path ",
+              cpu_path_name(path), " is not available on this CPU");
+  const int64_t M = x.numel() / W.k;
+  TORCH_CHECK(M >= 1 && M <= 4 && x.scalar_type() == at::kFloat, "rows_matmul_t_on: 1 to 4 float32 rows");
+  return rows_product(path, x, W);
 }
 
 }  // namespace chatterbox::kernels

@@ -1,17 +1,51 @@
-// y = x W^T for a handful of rows x against an unpacked nn.Linear weight
-// [out, in] (T3 decode: the CFG pair), reading W once.
+// y = x W^T for a handful of rows x against an unpacked nn.Linear-layout
+// weight W [out, in], reading W once: the decode step of T3 (the CFG pair),
+// which is bound by the bytes of weights read per token. W is float32, or
+// weight-only quantised (QuantizedWeight: int8 with a float scale per output
+// row, or bfloat16), which reads 4x / 2x fewer bytes; the products are
+// summed in float32 either way.
 #pragma once
+
+#include "gst-plugins/core/kernels/cpu_path.h"
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
+
 namespace chatterbox::kernels {
 
-// x [..., in] (float32, CPU), W [out, in] contiguous -> [..., out]. Up to 4
-// rows use the AVX2 kernel where cpu_path() allows it; more rows, other
-// types, and the generic path go to at::linear (BLAS).
-at::Tensor rows_matmul_t(const at::Tensor& x, const at::Tensor& W);
+enum class WeightFormat { F32, BF16, Int8 };
+WeightFormat parse_weight_format(const std::string& s);  // "f32", "bf16", "int8"; else a ModelError
+const char* weight_format_name(WeightFormat f);
 
-// Whether rows_matmul_t runs the hand-written kernel for M rows here.
+struct QuantizedWeight {
+  WeightFormat format = WeightFormat::F32;
+  at::Tensor data;   // [N, K]: float32, int8, or bf16 bits (int16 storage)
+  at::Tensor scale;  // [N] float32 (int8 only): row n is data[n] * scale[n]
+  int64_t n = 0, k = 0;
+  bool defined() const { return data.defined(); }
+  int64_t bytes() const;  // of data and scale
+};
+
+// W [N, K] float -> the format. int8: symmetric per output row, scale =
+// max|w| / 127, q = round-half-even(w / scale) (an all-zero row gets scale 1).
+// bf16: round to nearest even.
+QuantizedWeight quantize_weight(const at::Tensor& W, WeightFormat format);
+// Back to float32 [N, K] (prefill's real GEMMs, tests).
+at::Tensor dequantize(const QuantizedWeight& w);
+
+// x [..., K] (float32, CPU) -> [..., N]. Up to 4 rows run the hand-written
+// kernel of cpu_path() (AVX-512 or AVX2 bodies; the generic path runs
+// at::linear for float32 and a plain loop for quantised weights); more rows
+// (prefill) dequantise and call at::linear (BLAS).
+at::Tensor rows_matmul_t(const at::Tensor& x, const at::Tensor& W);
+at::Tensor rows_matmul_t(const at::Tensor& x, const QuantizedWeight& W);
+
+// The same on a given path (at most detected_cpu_path()), for tests that run
+// every body on one machine.
+at::Tensor rows_matmul_t_on(CpuPath path, const at::Tensor& x, const QuantizedWeight& W);
+
+// Whether rows_matmul_t runs a hand-written SIMD kernel for M rows here.
 bool rows_kernel_available(int64_t M);
 
 }  // namespace chatterbox::kernels
