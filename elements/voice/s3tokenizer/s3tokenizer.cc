@@ -3,6 +3,7 @@
 #include "elements/voice/s3tokenizer/s3tokenizer.h"
 
 #include "elements/voice/audio/librosa_mel.h"
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/module_loader.h"
 #include "gst-plugins/core/torch_f32.h"
 
@@ -238,6 +239,7 @@ at::Tensor S3Tokenizer::window() const { return impl_->window; }
 
 at::Tensor S3Tokenizer::log_mel(const at::Tensor& wave_in) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   at::Tensor wave = wave_in.to(at::kFloat).reshape({-1}).contiguous();
   const int64_t pad = Cfg::kNfft / 2;
   if (wave.size(0) <= pad)
@@ -256,6 +258,7 @@ at::Tensor S3Tokenizer::log_mel(const at::Tensor& wave_in) const {
 
 at::Tensor S3Tokenizer::encode(const at::Tensor& mel_in, Trace* trace) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   const Cfg& c = impl_->cfg;
   at::Tensor mel = mel_in.to(at::kFloat);
   if (mel.dim() == 2) mel = mel.unsqueeze(0);
@@ -283,17 +286,20 @@ at::Tensor S3Tokenizer::encode(const at::Tensor& mel_in, Trace* trace) const {
 
 at::Tensor S3Tokenizer::fsq_project(const at::Tensor& hidden) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   return impl_->model->project_down->forward(hidden.to(at::kFloat));
 }
 
 at::Tensor S3Tokenizer::fsq_h(const at::Tensor& z) {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   // 0.9990000128746033 is float32(0.999): the product is in float32.
   return at::tanh(z) * 0.9990000128746033;
 }
 
 at::Tensor S3Tokenizer::fsq_tokens(const at::Tensor& h_in) {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   at::Tensor h = h_in.to(at::kFloat);
   if (h.size(-1) != Cfg::kFsqDims)
     throw ModelError("S3 tokenizer FSQ: expected " + std::to_string(Cfg::kFsqDims) + " values per frame, got " +
@@ -308,6 +314,7 @@ at::Tensor S3Tokenizer::fsq_tokens(const at::Tensor& h_in) {
 
 at::Tensor S3Tokenizer::quantize(const at::Tensor& mel_in) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   at::Tensor mel = mel_in.to(at::kFloat);
   if (mel.dim() == 2) mel = mel.unsqueeze(0);
   auto tokens_of = [&](const at::Tensor& m) { return fsq_tokens(fsq_h(fsq_project(encode(m)))); };
@@ -333,6 +340,7 @@ at::Tensor S3Tokenizer::quantize(const at::Tensor& mel_in) const {
 
 S3Tokens S3Tokenizer::tokenize(const at::Tensor& wave, int64_t max_len) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   S3Tokens out;
   out.log_mel = log_mel(wave);
   if (max_len > 0) out.log_mel = out.log_mel.slice(2, 0, std::min<int64_t>(4 * max_len, out.log_mel.size(2)));

@@ -1,6 +1,7 @@
 #include "elements/voice/voice_encoder/ve_melspec.h"
 
 #include "elements/mel/features/filterbank.h"
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/checkpoint.h"
 
 #include <ATen/ATen.h>
@@ -57,6 +58,7 @@ TrimResult librosa_trim(const at::Tensor& wave_in, double top_db) {
 
 at::Tensor ve_power_mel(const at::Tensor& wave_in, const at::Tensor& mel_basis) {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   at::Tensor wave = wave_in.to(at::kFloat).reshape({-1});
   if (wave.size(0) <= kNfft / 2)
     throw ModelError("VoiceEncoder: the (trimmed) audio has " + std::to_string(wave.size(0)) + " samples; at least " +

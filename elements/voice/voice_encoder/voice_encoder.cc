@@ -2,6 +2,7 @@
 
 #include "elements/voice/audio/librosa_mel.h"
 #include "elements/voice/voice_encoder/ve_melspec.h"
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/module_loader.h"
 
 #include <ATen/ATen.h>
@@ -99,6 +100,7 @@ at::Tensor VoiceEncoder::mel(const at::Tensor& wave_16k) const { return ve_power
 
 at::Tensor VoiceEncoder::partials(const at::Tensor& mel) {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   const int64_t T = mel.size(0), win = Cfg::kPartialFrames, step = frame_step();
   if (T <= 0) throw ModelError("VoiceEncoder: no mel frames to embed");
   // get_num_wins
@@ -119,6 +121,7 @@ at::Tensor VoiceEncoder::partials(const at::Tensor& mel) {
 
 at::Tensor VoiceEncoder::partial_embeds(const at::Tensor& partials, at::Tensor* proj) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   const Cfg& c = impl_->cfg;
   if (partials.dim() != 3 || partials.size(1) != Cfg::kPartialFrames || partials.size(2) != c.n_mels)
     throw ModelError("VoiceEncoder: partials have shape " + shape_str(partials.sizes()) + ", expected [n, " +
@@ -132,11 +135,13 @@ at::Tensor VoiceEncoder::partial_embeds(const at::Tensor& partials, at::Tensor* 
 
 at::Tensor VoiceEncoder::utterance_embed(const at::Tensor& partial_embeds) {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   return l2_rows(partial_embeds.mean(0, /*keepdim=*/true), "mean of the partial embeddings");
 }
 
 at::Tensor VoiceEncoder::embed(const at::Tensor& wave_16k) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   at::Tensor wave = wave_16k.to(at::kFloat).reshape({-1});
   const TrimResult tr = librosa_trim(wave, Cfg::kTrimTopDb);
   return utterance_embed(partial_embeds(partials(mel(wave.slice(0, tr.start, tr.end)))));

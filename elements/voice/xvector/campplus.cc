@@ -3,6 +3,7 @@
 #include "elements/voice/xvector/campplus.h"
 
 #include "elements/voice/xvector/kaldi_fbank.h"
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/module_loader.h"
 
 #include <ATen/ATen.h>
@@ -256,6 +257,7 @@ const std::string& CAMPPlus::prefix() const { return impl_->prefix; }
 
 at::Tensor CAMPPlus::features(const at::Tensor& wave_16k) {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   at::Tensor f = kaldi_fbank(wave_16k);
   if (f.size(0) == 0)
     throw ModelError("CAMPPlus: the audio has " + std::to_string(wave_16k.numel()) +
@@ -265,6 +267,7 @@ at::Tensor CAMPPlus::features(const at::Tensor& wave_16k) {
 
 at::Tensor CAMPPlus::forward(const at::Tensor& feats_in, std::map<std::string, at::Tensor>* trace) const {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   const Cfg& c = impl_->cfg;
   at::Tensor feats = feats_in.to(impl_->dtype);
   if (feats.dim() == 2) feats = feats.unsqueeze(0);

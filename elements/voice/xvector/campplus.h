@@ -61,7 +61,7 @@ class CAMPPlus {
   const std::string& prefix() const;
 
   // extract_feature: kaldi fbank of a 16 kHz wave minus its mean over time,
-  // [T, feat_dim].
+  // [T, feat_dim] (float64 for a float64 wave).
   static at::Tensor features(const at::Tensor& wave_16k);
   // forward: features [T, feat_dim] (or [1, T, feat_dim]) -> [1, embedding]
   // in the model's dtype.

@@ -1,5 +1,6 @@
 #include "elements/voice/xvector/kaldi_fbank.h"
 
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "gst-plugins/core/torch_f32.h"
 
@@ -83,21 +84,25 @@ at::Tensor kaldi_mel_banks(const KaldiFbankOptions& o, int64_t padded) {
 
 at::Tensor kaldi_fbank(const at::Tensor& wave_in, const KaldiFbankOptions& o) {
   c10::InferenceMode guard;
+  ComputeThreads threads;  // the project thread policy (compute_threads.h)
   const Sizes s = sizes_of(o);
-  at::Tensor wave = wave_in.to(at::kFloat).reshape({-1}).contiguous();
+  // float32 as the reference; float64 input is computed in float64 (tests'
+  // exact references) with the same float32 tables and floor.
+  const at::ScalarType dt = wave_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor wave = wave_in.to(dt).reshape({-1}).contiguous();
   const int64_t n = wave.size(0);
-  if (n < s.window_size) return at::zeros({0, o.num_mel_bins}, at::kFloat);
+  if (n < s.window_size) return at::zeros({0, o.num_mel_bins}, dt);
   const int64_t frames = 1 + (n - s.window_size) / s.window_shift;  // snip_edges
   at::Tensor x = wave.as_strided({frames, s.window_size}, {s.window_shift, 1});
   x = x - x.mean(1, /*keepdim=*/true);  // remove_dc_offset
   // Pre-emphasis: x[j] - 0.97 x[j-1], x[-1] = x[0] (replicate padding).
   at::Tensor prev = at::cat({x.slice(1, 0, 1), x.slice(1, 0, s.window_size - 1)}, 1);
   x = x - prev * o.preemphasis;
-  x = x * kaldi_povey_window(s.window_size).unsqueeze(0);
+  x = x * kaldi_povey_window(s.window_size).to(dt).unsqueeze(0);
   x = at::constant_pad_nd(x, {0, s.padded - s.window_size}, 0.0);
   at::Tensor power = at::abs(at::fft_rfft(x));
   power = power * power;  // .pow(2.0)
-  at::Tensor mel = at::mm(power, kaldi_mel_banks(o, s.padded).t());
+  at::Tensor mel = at::mm(power, kaldi_mel_banks(o, s.padded).to(dt).t());
   return at::clamp_min(mel, std::numeric_limits<float>::epsilon()).log();
 }
 

@@ -34,6 +34,7 @@ at::Tensor kaldi_mel_banks(const KaldiFbankOptions& o, int64_t padded_window_siz
 
 // wave: 1-D float32 -> [frames, num_mel_bins] float32 (0 frames when the
 // wave is shorter than one window, as torchaudio returns an empty tensor).
+// A float64 wave is computed in float64 (exact references for tests).
 at::Tensor kaldi_fbank(const at::Tensor& wave, const KaldiFbankOptions& o = {});
 
 }  // namespace chatterbox::voice
