@@ -64,7 +64,6 @@ struct VoiceCloner::Impl {
   S3Tokenizer tokenizer;
   CAMPPlus campplus;
   VoiceEncoder ve;
-  mel::MelExtractor mel = s3gen_mel();
   Impl(S3Tokenizer t, CAMPPlus c, VoiceEncoder v) : tokenizer(std::move(t)), campplus(std::move(c)), ve(std::move(v)) {}
 };
 
@@ -96,20 +95,22 @@ const S3Tokenizer& VoiceCloner::tokenizer() const { return impl_->tokenizer; }
 const CAMPPlus& VoiceCloner::campplus() const { return impl_->campplus; }
 const VoiceEncoder& VoiceCloner::voice_encoder() const { return impl_->ve; }
 
-S3GenRef VoiceCloner::embed_ref(const at::Tensor& wave_in, int64_t rate, Trace* trace) const {
+S3GenRef embed_ref(const S3Tokenizer& tokenizer, const CAMPPlus& campplus, const at::Tensor& wave_in, int64_t rate,
+                   Trace* trace) {
   c10::InferenceMode guard;
   ComputeThreads threads;  // the project thread policy (compute_threads.h)
+  static const mel::MelExtractor mel = s3gen_mel();
   auto keep = [&](const std::string& k, const at::Tensor& v) {
     if (trace) (*trace)[k] = v;
   };
   const at::Tensor wave = wave_in.to(at::kFloat).reshape({-1});
   const at::Tensor wave_24 = rate == kS3GenRate ? wave : resample_sinc(wave, rate, kS3GenRate);
   S3GenRef r;
-  r.prompt_feat = impl_->mel.compute(wave_24).unsqueeze(0);  // [1, F, 80]
+  r.prompt_feat = mel.compute(wave_24).unsqueeze(0);  // [1, F, 80]
   const at::Tensor wave_16 = rate == kS3Rate ? wave : resample_sinc(wave, rate, kS3Rate);
   keep("s3gen.wave_16k", wave_16);
-  r.embedding = impl_->campplus.embed(wave_16);
-  at::Tensor tokens = impl_->tokenizer.tokenize(wave_16).tokens;
+  r.embedding = campplus.embed(wave_16);
+  at::Tensor tokens = tokenizer.tokenize(wave_16).tokens;
   keep("s3gen.tokens_before_truncation", tokens);
   // mel_len must be 2 * token_len; upstream cuts the tokens to frames // 2
   // when it is not (the input is not a multiple of 40 ms).
@@ -120,27 +121,52 @@ S3GenRef VoiceCloner::embed_ref(const at::Tensor& wave_in, int64_t rate, Trace* 
   return r;
 }
 
-VoiceConditionals VoiceCloner::prepare_conditionals(const at::Tensor& wave_24k_in, const CloneOptions& opts,
-                                                    Trace* trace) const {
+at::Tensor prepare_reference(const at::Tensor& wave_24k_in, const CloneOptions& opts) {
+  at::Tensor wave_24k = wave_24k_in.to(at::kFloat).reshape({-1});
+  if (opts.variant != Variant::Turbo) return wave_24k;
+  if (!(static_cast<double>(wave_24k.size(0)) / kS3GenRate > 5.0))
+    throw ModelError("the reference is " + std::to_string(static_cast<double>(wave_24k.size(0)) / kS3GenRate) +
+                     " s long; Chatterbox-Turbo needs more than 5 s of reference audio");
+  return opts.norm_loudness ? normalize_loudness(wave_24k, kS3GenRate, -27.0) : wave_24k;
+}
+
+S3GenRef s3gen_conditionals(const S3Tokenizer& tokenizer, const CAMPPlus& campplus, const at::Tensor& wave_24k,
+                            Trace* trace) {
+  const at::Tensor w = wave_24k.reshape({-1});
+  return embed_ref(tokenizer, campplus, w.slice(0, 0, std::min(kDecCondSamples, w.size(0))), kS3GenRate, trace);
+}
+
+T3Voice t3_conditionals(const S3Tokenizer& tokenizer, const VoiceEncoder& ve, const at::Tensor& wave_24k,
+                        const CloneOptions& opts, Trace* trace) {
   c10::InferenceMode guard;
   ComputeThreads threads;  // the project thread policy (compute_threads.h)
   const VariantSpec spec = VariantSpec::of(opts.variant);
-  at::Tensor wave_24k = wave_24k_in.to(at::kFloat).reshape({-1});
-  if (opts.variant == Variant::Turbo) {
-    if (!(static_cast<double>(wave_24k.size(0)) / kS3GenRate > 5.0))
-      throw ModelError("the reference is " + std::to_string(static_cast<double>(wave_24k.size(0)) / kS3GenRate) +
-                       " s long; Chatterbox-Turbo needs more than 5 s of reference audio");
-    if (opts.norm_loudness) wave_24k = normalize_loudness(wave_24k, kS3GenRate, -27.0);
-  }
   const at::Tensor ref_16k = resample_soxr_hq(wave_24k, kS3GenRate, kS3Rate);
   if (trace) (*trace)["resample.wave_16k"] = ref_16k;
-  VoiceConditionals c;
-  c.gen = embed_ref(wave_24k.slice(0, 0, std::min(kDecCondSamples, wave_24k.size(0))), kS3GenRate, trace);
+  T3Voice v;
   const at::Tensor prompt_wave = ref_16k.slice(0, 0, std::min(spec.enc_cond_samples, ref_16k.size(0)));
-  c.cond_prompt_speech_tokens = impl_->tokenizer.tokenize(prompt_wave, spec.prompt_tokens).tokens.contiguous();
-  c.speaker_emb = impl_->ve.embed(ref_16k);  // [1, 256]; upstream's mean over one row is a no-op
+  v.cond_prompt_speech_tokens = tokenizer.tokenize(prompt_wave, spec.prompt_tokens).tokens.contiguous();
+  v.speaker_emb = ve.embed(ref_16k);  // [1, 256]; upstream's mean over one row is a no-op
   // exaggeration * torch.ones(1, 1, 1): a float32 product.
-  c.emotion_adv = at::full({1, 1, 1}, static_cast<float>(opts.exaggeration), at::kFloat);
+  v.emotion_adv = at::full({1, 1, 1}, static_cast<float>(opts.exaggeration), at::kFloat);
+  return v;
+}
+
+S3GenRef VoiceCloner::embed_ref(const at::Tensor& wave, int64_t rate, Trace* trace) const {
+  return voice::embed_ref(impl_->tokenizer, impl_->campplus, wave, rate, trace);
+}
+
+VoiceConditionals VoiceCloner::prepare_conditionals(const at::Tensor& wave_24k_in, const CloneOptions& opts,
+                                                    Trace* trace) const {
+  const at::Tensor wave_24k = prepare_reference(wave_24k_in, opts);
+  // Upstream's order: the 16 kHz resample first, then embed_ref, then the
+  // T3 prompt and the VoiceEncoder (each stage is independent of the order).
+  T3Voice t3 = t3_conditionals(impl_->tokenizer, impl_->ve, wave_24k, opts, trace);
+  VoiceConditionals c;
+  c.gen = s3gen_conditionals(impl_->tokenizer, impl_->campplus, wave_24k, trace);
+  c.speaker_emb = t3.speaker_emb;
+  c.cond_prompt_speech_tokens = t3.cond_prompt_speech_tokens;
+  c.emotion_adv = t3.emotion_adv;
   return c;
 }
 

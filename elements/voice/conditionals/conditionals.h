@@ -75,6 +75,35 @@ struct VariantSpec {
 constexpr int64_t kS3GenRate = 24000, kS3Rate = 16000;
 constexpr int64_t kDecCondSamples = 10 * kS3GenRate;  // DEC_COND_LEN
 
+// The two halves, for users that hold only one model (s3genmel: tokenizer
+// and speaker encoder of its s3gen checkpoint; t3: tokenizer and
+// VoiceEncoder). Both take the reference at 24 kHz after
+// prepare_reference().
+
+// Turbo: refuses references of 5 s or less and scales to -27 LUFS (when
+// opts.norm_loudness); the original variant returns the wave unchanged.
+at::Tensor prepare_reference(const at::Tensor& wave_24k, const CloneOptions& opts);
+// S3Gen.embed_ref(ref_wav, ref_sr): 1-D float32 at `rate`. `trace` receives
+// the intermediate signals under the fixture's names (s3gen.wave_16k,
+// s3gen.tokens_before_truncation).
+S3GenRef embed_ref(const S3Tokenizer& tokenizer, const CAMPPlus& campplus, const at::Tensor& wave, int64_t rate,
+                   Trace* trace = nullptr);
+// embed_ref of the first 10 s (DEC_COND_LEN) of a prepared 24 kHz reference.
+S3GenRef s3gen_conditionals(const S3Tokenizer& tokenizer, const CAMPPlus& campplus, const at::Tensor& wave_24k,
+                            Trace* trace = nullptr);
+
+// T3Cond's tensors.
+struct T3Voice {
+  at::Tensor speaker_emb;                // [1, 256] float32
+  at::Tensor cond_prompt_speech_tokens;  // [1, plen] int64
+  at::Tensor emotion_adv;                // [1, 1, 1] float32
+};
+// The T3 half of a prepared 24 kHz reference: the soxr 16 kHz signal's
+// prompt tokens (first 6 s | 15 s) and VoiceEncoder embedding (all of it).
+// `trace` receives resample.wave_16k.
+T3Voice t3_conditionals(const S3Tokenizer& tokenizer, const VoiceEncoder& ve, const at::Tensor& wave_24k,
+                        const CloneOptions& opts = {}, Trace* trace = nullptr);
+
 class VoiceCloner {
  public:
   VoiceCloner(S3Tokenizer tokenizer, CAMPPlus campplus, VoiceEncoder ve);
@@ -93,9 +122,7 @@ class VoiceCloner {
   const CAMPPlus& campplus() const;
   const VoiceEncoder& voice_encoder() const;
 
-  // S3Gen.embed_ref(ref_wav, ref_sr): 1-D float32 at `rate`. `trace`
-  // receives the intermediate signals under the fixture's names
-  // (s3gen.wave_16k, s3gen.tokens_before_truncation, ...).
+  // voice::embed_ref with this cloner's models.
   S3GenRef embed_ref(const at::Tensor& wave, int64_t rate, Trace* trace = nullptr) const;
   // prepare_conditionals from a reference already loaded at 24 kHz.
   VoiceConditionals prepare_conditionals(const at::Tensor& wave_24k, const CloneOptions& opts = {},
