@@ -359,28 +359,30 @@ static gboolean load(GstS3GenMel* self) {
                   is_meanflow ? "mean-flow (Turbo)" : "standard", model.c_str(), self->flow->device().c_str(),
                   self->flow->precision().c_str(), static_cast<long long>(self->flow->config().n_timesteps));
   try {
+    chatterbox::S3GenVoice v;
     if (chatterbox::voice::is_reference_audio(voice)) {
       // Reference audio: upstream's embed_ref on its first 10 s, with the
       // tokenizer and speaker encoder of this model's checkpoint (Turbo's
       // reference preparation for a mean-flow model).
       using chatterbox::voice::Variant;
       self->voice_ref = chatterbox::voice::cached_s3gen_voice(voice, model, is_meanflow ? Variant::Turbo : Variant::Original);
-      chatterbox::S3GenVoice v{self->voice_ref->prompt_token, self->voice_ref->prompt_feat, self->voice_ref->embedding};
-      // embed_ref keeps frames = 2 * tokens + 1 when the clip is not a
-      // multiple of 40 ms (upstream's flow then returns one frame fewer);
-      // this flow takes exactly 2 frames per prompt token, so the last
-      // prompt frame (10 ms of conditioning) is left out.
-      const int64_t ratio = self->flow->config().token_mel_ratio, want = ratio * v.prompt_token.size(1);
-      if (v.prompt_feat.size(1) > want) {
-        GST_INFO_OBJECT(self, "voice '%s': %lld prompt mel frames for %lld tokens, using the first %lld", voice.c_str(),
-                        static_cast<long long>(v.prompt_feat.size(1)), static_cast<long long>(v.prompt_token.size(1)),
-                        static_cast<long long>(want));
-        v.prompt_feat = v.prompt_feat.slice(1, 0, want).contiguous();
-      }
-      self->voice.emplace(std::move(v));
+      v = chatterbox::S3GenVoice{self->voice_ref->prompt_token, self->voice_ref->prompt_feat, self->voice_ref->embedding};
     } else {
-      self->voice.emplace(chatterbox::S3GenVoice::load(voice));
+      v = chatterbox::S3GenVoice::load(voice);
     }
+    // embed_ref keeps frames = 2 * tokens + 1 when the clip is not a multiple
+    // of 40 ms (so do conds files made from such clips, upstream's or
+    // chatterbox-voice's); upstream's flow then returns one frame fewer. This
+    // flow takes exactly 2 frames per prompt token, so that last prompt frame
+    // (10 ms of conditioning) is left out.
+    const int64_t want = self->flow->config().token_mel_ratio * v.prompt_token.size(1);
+    if (v.prompt_feat.size(1) == want + 1) {
+      GST_INFO_OBJECT(self, "voice '%s': %lld prompt mel frames for %lld tokens, using the first %lld", voice.c_str(),
+                      static_cast<long long>(v.prompt_feat.size(1)), static_cast<long long>(v.prompt_token.size(1)),
+                      static_cast<long long>(want));
+      v.prompt_feat = v.prompt_feat.slice(1, 0, want).contiguous();
+    }
+    self->voice.emplace(std::move(v));
   } catch (const std::exception& e) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load voice '%s': %s", voice.c_str(), e.what()), (nullptr));
     self->flow.reset();
