@@ -1,6 +1,7 @@
 #include "elements/s3gen/gsts3genmel.h"
 
 #include "elements/s3gen/flow/s3gen_flow.h"
+#include "elements/voice/conditionals/voice_file.h"
 #include "gst-plugins/caps.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "gst-plugins/core/model_cache.h"
@@ -61,6 +62,9 @@ struct _GstS3GenMel {
   // s3genmel naming the same file (ModelCache).
   std::shared_ptr<const chatterbox::S3GenFlow> flow;
   std::optional<chatterbox::S3GenVoice> voice;
+  // When voice= is reference audio: embed_ref's result, shared with every
+  // s3genmel naming the same recording and model (ModelCache).
+  std::shared_ptr<const chatterbox::voice::S3GenRef> voice_ref;
   at::Tensor noise;  // from noise-file, or undefined
 
   // Current utterance.
@@ -355,10 +359,34 @@ static gboolean load(GstS3GenMel* self) {
                   is_meanflow ? "mean-flow (Turbo)" : "standard", model.c_str(), self->flow->device().c_str(),
                   self->flow->precision().c_str(), static_cast<long long>(self->flow->config().n_timesteps));
   try {
-    self->voice.emplace(chatterbox::S3GenVoice::load(voice));
+    chatterbox::S3GenVoice v;
+    if (chatterbox::voice::is_reference_audio(voice)) {
+      // Reference audio: upstream's embed_ref on its first 10 s, with the
+      // tokenizer and speaker encoder of this model's checkpoint (Turbo's
+      // reference preparation for a mean-flow model).
+      using chatterbox::voice::Variant;
+      self->voice_ref = chatterbox::voice::cached_s3gen_voice(voice, model, is_meanflow ? Variant::Turbo : Variant::Original);
+      v = chatterbox::S3GenVoice{self->voice_ref->prompt_token, self->voice_ref->prompt_feat, self->voice_ref->embedding};
+    } else {
+      v = chatterbox::S3GenVoice::load(voice);
+    }
+    // embed_ref keeps frames = 2 * tokens + 1 when the clip is not a multiple
+    // of 40 ms (so do conds files made from such clips, upstream's or
+    // chatterbox-voice's); upstream's flow then returns one frame fewer. This
+    // flow takes exactly 2 frames per prompt token, so that last prompt frame
+    // (10 ms of conditioning) is left out.
+    const int64_t want = self->flow->config().token_mel_ratio * v.prompt_token.size(1);
+    if (v.prompt_feat.size(1) == want + 1) {
+      GST_INFO_OBJECT(self, "voice '%s': %lld prompt mel frames for %lld tokens, using the first %lld", voice.c_str(),
+                      static_cast<long long>(v.prompt_feat.size(1)), static_cast<long long>(v.prompt_token.size(1)),
+                      static_cast<long long>(want));
+      v.prompt_feat = v.prompt_feat.slice(1, 0, want).contiguous();
+    }
+    self->voice.emplace(std::move(v));
   } catch (const std::exception& e) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load voice '%s': %s", voice.c_str(), e.what()), (nullptr));
     self->flow.reset();
+    self->voice_ref.reset();
     return FALSE;
   }
   if (!noise.empty()) {
@@ -371,6 +399,7 @@ static gboolean load(GstS3GenMel* self) {
                         ("expected a safetensors file holding 'noise' [1, 80, N], N >= prompt + target frames"));
       self->flow.reset();
       self->voice.reset();
+      self->voice_ref.reset();
       return FALSE;
     }
   }
@@ -420,6 +449,7 @@ static GstStateChangeReturn gst_s3gen_mel_change_state(GstElement* element, GstS
     case GST_STATE_CHANGE_READY_TO_NULL:
       self->flow.reset();
       self->voice.reset();
+      self->voice_ref.reset();
       self->noise = at::Tensor();
       break;
     default:
@@ -489,6 +519,7 @@ static void gst_s3gen_mel_finalize(GObject* object) {
   g_free(self->precision);
   self->flow.~shared_ptr();
   self->voice.~optional();
+  self->voice_ref.~shared_ptr();
   self->noise.~Tensor();
   self->tokens.~vector();
   self->partial.~vector();
@@ -518,7 +549,10 @@ static void gst_s3gen_mel_class_init(GstS3GenMelClass* klass) {
   g_object_class_install_property(gobject_class, PROP_VOICE,
       g_param_spec_string("voice", "Voice",
                           "Conds file giving the prompt tokens, prompt mel and x-vector: Chatterbox's conds.pt, or "
-                          "safetensors with gen.prompt_token [1,P], gen.prompt_feat [1,2P,80], gen.embedding [1,192]. "
+                          "safetensors with gen.prompt_token [1,P], gen.prompt_feat [1,2P,80], gen.embedding [1,192] "
+                          "(as chatterbox-voice writes); or reference speech (WAV, FLAC, ...), from which they are "
+                          "computed with the model file's tokenizer and speaker encoder as Chatterbox's embed_ref "
+                          "does (once per file: elements naming the same recording and model share the result). "
                           "Changeable in the NULL state only.",
                           nullptr, rw));
   g_object_class_install_property(gobject_class, PROP_N_TIMESTEPS,
@@ -588,6 +622,7 @@ static void gst_s3gen_mel_class_init(GstS3GenMelClass* klass) {
 static void gst_s3gen_mel_init(GstS3GenMel* self) {
   new (&self->flow) std::shared_ptr<const chatterbox::S3GenFlow>();
   new (&self->voice) std::optional<chatterbox::S3GenVoice>();
+  new (&self->voice_ref) std::shared_ptr<const chatterbox::voice::S3GenRef>();
   new (&self->noise) at::Tensor();
   new (&self->tokens) std::vector<int64_t>();
   new (&self->partial) std::vector<uint8_t>();

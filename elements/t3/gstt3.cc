@@ -2,6 +2,7 @@
 
 #include "elements/t3/model/t3.h"
 #include "elements/t3/model/text_frontend.h"
+#include "elements/voice/conditionals/voice_file.h"
 #include "gst-plugins/caps.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "gst-plugins/core/model_cache.h"
@@ -42,6 +43,9 @@ struct Loaded {
   EnTokenizer tokenizer;
   T3Cond cond;
   std::string model_path;
+  // When voice= is reference audio: the computed conditionals, shared with
+  // every t3 naming the same recording and model folder (ModelCache).
+  std::shared_ptr<const chatterbox::voice::T3Voice> voice_ref;
 };
 
 // Everything C++ of the element (GObject instance memory is not constructed).
@@ -297,9 +301,36 @@ static gboolean load_model(GstT3* self) {
     stage = "voice '" + voice + "'";
     if (!g_file_test(voice.c_str(), G_FILE_TEST_IS_REGULAR))
       throw chatterbox::ModelError("the file does not exist (set the 'voice' property)");
-    T3Cond cond = T3Cond::load(voice);
+    T3Cond cond;
+    std::shared_ptr<const chatterbox::voice::T3Voice> voice_ref;
+    if (chatterbox::voice::is_reference_audio(voice)) {
+      // Reference audio: prepare_conditionals' T3 half, with the S3
+      // tokenizer of the s3gen checkpoint and the VoiceEncoder beside the
+      // model. A model with Turbo's 375-token prompt gets Turbo's reference
+      // preparation (> 5 s, -27 LUFS, 15 s prompt window).
+      std::string s3gen = path_join(dir, "s3gen.safetensors");
+      if (!g_file_test(s3gen.c_str(), G_FILE_TEST_IS_REGULAR)) s3gen = path_join(dir, "s3gen_meanflow.safetensors");
+      const std::string ve = path_join(dir, "ve.safetensors");
+      stage = "voice '" + voice + "' (reference audio)";
+      for (const std::string& f : {s3gen, ve})
+        if (!g_file_test(f.c_str(), G_FILE_TEST_IS_REGULAR))
+          throw chatterbox::ModelError("a voice from reference audio needs '" + f +
+                                       "' beside the model (s3gen.safetensors or s3gen_meanflow.safetensors for the "
+                                       "speech tokenizer, ve.safetensors for the speaker embedding)");
+      using chatterbox::voice::Variant;
+      chatterbox::voice::CloneOptions o;
+      o.variant = m->config().speech_cond_prompt_len == chatterbox::voice::VariantSpec::of(Variant::Turbo).prompt_tokens
+                      ? Variant::Turbo
+                      : Variant::Original;
+      voice_ref = chatterbox::voice::cached_t3_voice(voice, s3gen, ve, o);
+      cond.speaker_emb = voice_ref->speaker_emb;
+      cond.cond_prompt_speech_tokens = voice_ref->cond_prompt_speech_tokens;
+      cond.emotion_adv = voice_ref->emotion_adv;
+    } else {
+      cond = T3Cond::load(voice);
+    }
     m->cond_embedding(cond);  // validates the voice against the model now rather than on the first text
-    self->st->loaded.reset(new Loaded{std::move(m), std::move(tok), std::move(cond), model});
+    self->st->loaded.reset(new Loaded{std::move(m), std::move(tok), std::move(cond), model, std::move(voice_ref)});
   } catch (const std::exception& e) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load T3 %s: %s", stage.c_str(), e.what()), (nullptr));
     return FALSE;
@@ -642,8 +673,11 @@ static void gst_t3_class_init(GstT3Class* klass) {
   g_object_class_install_property(gobject_class, PROP_VOICE,
       g_param_spec_string("voice", "Voice",
                           "Voice conditionals: conds.pt, or a safetensors file with t3.speaker_emb, "
-                          "t3.cond_prompt_speech_tokens and t3.emotion_adv (default: conds.pt beside the model; "
-                          "an error if there is none). Changeable in the NULL state only.",
+                          "t3.cond_prompt_speech_tokens and t3.emotion_adv (as chatterbox-voice writes); or reference "
+                          "speech (WAV, FLAC, ...), from which they are computed as Chatterbox's prepare_conditionals "
+                          "does, with s3gen.safetensors and ve.safetensors beside the model (once per file: elements "
+                          "naming the same recording share the result). Default: conds.pt beside the model; an error "
+                          "if there is none. Changeable in the NULL state only.",
                           nullptr, files));
   g_object_class_install_property(gobject_class, PROP_DEVICE,
       g_param_spec_string("device", "Device",

@@ -146,8 +146,10 @@ static void gst_chatterbox_tts_class_init(GstChatterboxTtsClass* klass) {
                           "tokenizer.json, conds.pt, and optionally vocos.safetensors (a Vocos for S3Gen mels)",
                           nullptr, rw));
   g_object_class_install_property(gobject_class, PROP_VOICE,
-      g_param_spec_string("voice", "Voice", "Conds file for T3 and S3Gen (default: conds.pt in model-dir)", nullptr,
-                          rw));
+      g_param_spec_string("voice", "Voice",
+                          "Conds file for T3 and S3Gen, or a reference recording (each reads it as t3 and s3genmel "
+                          "do; default: conds.pt in model-dir)",
+                          nullptr, rw));
   g_object_class_install_property(gobject_class, PROP_VOCODER,
       g_param_spec_enum("vocoder", "Vocoder",
                         "vocos or hift (default from CHATTERBOX_USE_VOCOS: false/0 selects hift, otherwise vocos)",
