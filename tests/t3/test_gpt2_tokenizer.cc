@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -254,4 +256,23 @@ BOOST_AUTO_TEST_CASE(errors_name_the_file_and_field) {
   BOOST_TEST(contains(e, "[laugh]"), e);
   // Invalid UTF-8 text: the byte offset.
   BOOST_TEST(contains(error_of([&] { layouts().all[0].second.encode("ok \xFF"); }), "byte offset 3"));
+}
+
+BOOST_AUTO_TEST_CASE(long_inputs_stay_near_linear) {
+  // A CJK paragraph is one pre-token (all \p{L}); many tags in one text.
+  // Quadratic merging or tag search would take minutes here; the heap-based
+  // BPE and the cached tag search take a small fraction of a second.
+  const Gpt2Tokenizer& tok = layouts().all[0].second;
+  std::string cjk, tags;
+  for (int i = 0; i < 2000; ++i) cjk += "\u4eca\u5929\u5929\u6c14\u5f88\u597d";  // 12000 code points, 36 kB
+  for (int i = 0; i < 2000; ++i) tags += "[laugh] ha [clear throat]";
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<int64_t> a = tok.encode(cjk), b = tok.encode(tags);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  BOOST_TEST_MESSAGE("encode 36 kB CJK + 2000 x 2 tags: " << s << " s");
+  BOOST_TEST(s < 30.0);
+  BOOST_TEST(tok.decode(a) == cjk);
+  BOOST_TEST(tok.decode(b) == tags);
+  BOOST_TEST(std::count(b.begin(), b.end(), 557) == 2000);
+  BOOST_TEST(std::count(b.begin(), b.end(), 565) == 2000);
 }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <queue>
 #include <sstream>
 
 namespace chatterbox::t3 {
@@ -16,6 +17,10 @@ namespace chatterbox::t3 {
 namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
+
+// Far above any real vocabulary (GPT-2: 50257); a hostile file cannot make
+// the id table allocate gigabytes.
+constexpr int64_t kMaxPlausibleId = int64_t(1) << 24;
 
 [[noreturn]] void refuse(const std::string& name, const std::string& what) {
   throw ModelError("tokenizer '" + name + "': " + what +
@@ -136,7 +141,8 @@ void Gpt2Tokenizer::add_token(const AddedToken& a) {
                           std::to_string(a.id) + ")");
       return;
     }
-  if (a.id < 0) refuse(name_, "added token '" + a.content + "' has a negative id");
+  if (a.id < 0 || a.id >= kMaxPlausibleId)
+    refuse(name_, "added token '" + a.content + "' has the implausible id " + std::to_string(a.id));
   added_.push_back(a);
 }
 
@@ -165,8 +171,9 @@ void read_vocab(const json& v, const std::string& name, std::map<std::string, in
                 std::vector<std::string>& id_to_token) {
   if (!v.is_object()) refuse(name, "the vocabulary is not a JSON object");
   for (auto it = v.begin(); it != v.end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
-      refuse(name, "the id of '" + it.key() + "' is not a non-negative integer");
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
+        it.value().get<int64_t>() >= kMaxPlausibleId)
+      refuse(name, "the id of '" + it.key() + "' is not an integer in [0, 2^24)");
     decode_utf8(it.key(), "the tokenizer vocabulary");
     const int64_t id = it.value().get<int64_t>();
     vocab[it.key()] = id;
@@ -389,7 +396,9 @@ const std::string& Gpt2Tokenizer::token(int64_t id) const {
 }
 
 // BPE over one pre-token (already mapped to byte characters): repeatedly
-// merge the adjacent pair of lowest rank, leftmost on ties.
+// merge the adjacent pair of lowest rank, leftmost on ties. As in the
+// tokenizers library, a heap of candidate pairs over a linked list of
+// symbols keeps a long word (a CJK sentence is one pre-token) at n log n.
 void Gpt2Tokenizer::bpe(const std::string& chars, std::vector<int64_t>& out) const {
   if (ignore_merges_) {
     auto whole = vocab_.find(chars);
@@ -398,21 +407,43 @@ void Gpt2Tokenizer::bpe(const std::string& chars, std::vector<int64_t>& out) con
       return;
     }
   }
-  std::vector<int64_t> syms;
-  for (char32_t c : decode_utf8(chars)) syms.push_back(byte_id_[char_byte(c)]);
-  while (syms.size() > 1) {
-    int64_t best_rank = std::numeric_limits<int64_t>::max(), best_id = -1;
-    size_t best_pos = 0;
-    for (size_t k = 0; k + 1 < syms.size(); ++k) {
-      auto it = merges_.find({syms[k], syms[k + 1]});
-      if (it != merges_.end() && it->second.first < best_rank)
-        best_rank = it->second.first, best_id = it->second.second, best_pos = k;
-    }
-    if (best_id < 0) break;
-    syms[best_pos] = best_id;
-    syms.erase(syms.begin() + best_pos + 1);
+  struct Sym {
+    int64_t id;
+    int64_t prev, next;  // -1: none
+  };
+  std::vector<Sym> syms;
+  for (char32_t c : decode_utf8(chars)) {
+    const int64_t i = static_cast<int64_t>(syms.size());
+    syms.push_back({byte_id_[char_byte(c)], i - 1, -1});
+    if (i > 0) syms[i - 1].next = i;
   }
-  out.insert(out.end(), syms.begin(), syms.end());
+  struct Cand {
+    int64_t rank, pos, left, right, merged;
+    bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+  auto offer = [&](int64_t l) {
+    if (l < 0 || syms[l].next < 0) return;
+    auto it = merges_.find({syms[l].id, syms[syms[l].next].id});
+    if (it != merges_.end()) heap.push({it->second.first, l, syms[l].id, syms[syms[l].next].id, it->second.second});
+  };
+  for (int64_t k = 0; k + 1 < static_cast<int64_t>(syms.size()); ++k) offer(k);
+  std::vector<bool> dead(syms.size(), false);
+  while (!heap.empty()) {
+    const Cand c = heap.top();
+    heap.pop();
+    // Stale: a neighbour merged since this pair was offered.
+    if (dead[c.pos] || syms[c.pos].id != c.left) continue;
+    const int64_t r = syms[c.pos].next;
+    if (r < 0 || syms[r].id != c.right) continue;
+    syms[c.pos].id = c.merged;
+    dead[r] = true;
+    syms[c.pos].next = syms[r].next;
+    if (syms[r].next >= 0) syms[syms[r].next].prev = c.pos;
+    offer(syms[c.pos].prev);
+    offer(c.pos);
+  }
+  for (int64_t k = syms.empty() ? -1 : 0; k >= 0; k = syms[k].next) out.push_back(syms[k].id);
 }
 
 // A stretch of text without added tokens: pre-tokenizer regex, bytes, BPE.
@@ -447,12 +478,21 @@ std::vector<int64_t> Gpt2Tokenizer::encode(const std::string& text) const {
       }
       const std::string& s = pc.text;
       size_t pos = 0;
+      // Each token's next occurrence at or after pos, searched again only
+      // once pos has passed it: linear in the text per token.
+      std::vector<size_t> next_hit(added_.size(), 0);
+      std::vector<bool> searched(added_.size(), false);
       while (pos < s.size()) {
         size_t at = std::string::npos, len = 0;
         const AddedToken* best = nullptr;
-        for (const auto& a : added_) {
+        for (size_t t = 0; t < added_.size(); ++t) {
+          const AddedToken& a = added_[t];
           if (a.normalized != normalized_pass) continue;
-          size_t hit = s.find(a.content, pos);
+          if (!searched[t] || (next_hit[t] != std::string::npos && next_hit[t] < pos)) {
+            next_hit[t] = s.find(a.content, pos);
+            searched[t] = true;
+          }
+          const size_t hit = next_hit[t];
           if (hit != std::string::npos && (hit < at || (hit == at && a.content.size() > len)))
             at = hit, len = a.content.size(), best = &a;
         }
