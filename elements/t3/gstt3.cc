@@ -791,7 +791,7 @@ static void gst_t3_class_init(GstT3Class* klass) {
   g_object_class_install_property(gobject_class, PROP_VOICE,
       g_param_spec_string("voice", "Voice",
                           "Voice conditionals: conds.pt, or a safetensors file with t3.speaker_emb, "
-                          "t3.cond_prompt_speech_tokens and t3.emotion_adv (default: conds.pt beside the model; "
+                          "t3.cond_prompt_speech_tokens and (Llama models) t3.emotion_adv (default: conds.pt beside the model; "
                           "an error if there is none). Changeable in the NULL state only.",
                           nullptr, files));
   g_object_class_install_property(gobject_class, PROP_DEVICE,
