@@ -1,6 +1,9 @@
 #include "elements/t3/gstt3.h"
 
+#include "elements/t3/model/gpt2_tokenizer.h"
+#include "elements/t3/model/model_family.h"
 #include "elements/t3/model/t3.h"
+#include "elements/t3/model/t3_turbo.h"
 #include "elements/t3/model/text_frontend.h"
 #include "elements/voice/conditionals/voice_file.h"
 #include "gst-plugins/caps.h"
@@ -24,10 +27,15 @@ GST_DEBUG_CATEGORY_STATIC(t3_debug);
 namespace {
 
 using chatterbox::t3::EnTokenizer;
+using chatterbox::t3::Gpt2Tokenizer;
 using chatterbox::t3::SamplingOptions;
 using chatterbox::t3::T3Cond;
+using chatterbox::t3::T3Family;
 using chatterbox::t3::T3Generator;
 using chatterbox::t3::T3Model;
+using chatterbox::t3::T3TurboGenerator;
+using chatterbox::t3::T3TurboModel;
+using chatterbox::t3::TurboSamplingOptions;
 
 constexpr gint kTokenRate = 25;        // S3 tokens per second (caps rate)
 constexpr int64_t kS3Vocab = 6561;     // caps vocab-size: valid ids are below it
@@ -37,15 +45,33 @@ constexpr int64_t kS3Vocab = 6561;     // caps vocab-size: valid ids are below i
 // length Chatterbox is tuned for.
 constexpr size_t kMaxUtteranceChars = 300;
 
-// Loaded at NULL -> READY, released at READY -> NULL.
+// Loaded at NULL -> READY, released at READY -> NULL. One of the two
+// backbones, with its text front end.
 struct Loaded {
-  std::shared_ptr<const T3Model> model;  // shared with every t3 naming the same file
-  EnTokenizer tokenizer;
+  T3Family family;
+  // Llama (Chatterbox, multilingual): shared with every t3 naming the same file.
+  std::shared_ptr<const T3Model> llama;
+  std::optional<EnTokenizer> en_tokenizer;
+  // GPT-2 (Chatterbox-Turbo, -Nano).
+  std::shared_ptr<const T3TurboModel> gpt2;
+  std::optional<Gpt2Tokenizer> bpe_tokenizer;
   T3Cond cond;
   std::string model_path;
   // When voice= is reference audio: the computed conditionals, shared with
   // every t3 naming the same recording and model folder (ModelCache).
   std::shared_ptr<const chatterbox::voice::T3Voice> voice_ref;
+
+  int64_t stop_token() const {
+    return gpt2 ? gpt2->config().stop_speech_token : llama->config().stop_speech_token;
+  }
+};
+
+// Whichever generator the backbone has, drawn from one token at a time.
+struct Decoder {
+  std::unique_ptr<T3Generator> llama;
+  std::unique_ptr<T3TurboGenerator> gpt2;
+  int64_t next_token() { return gpt2 ? gpt2->next_token() : llama->next_token(); }
+  const std::vector<int64_t>& tokens() const { return gpt2 ? gpt2->tokens() : llama->tokens(); }
 };
 
 // Everything C++ of the element (GObject instance memory is not constructed).
@@ -190,13 +216,25 @@ enum {
   PROP_MAX_TOKENS,
   PROP_TOKENS_PER_BUFFER,
   PROP_SPLIT_SENTENCES,
+  PROP_TOP_K,
+};
+
+// Sampling properties of one backbone family only: setting one with a model
+// of the other family posts a warning once (per loaded model).
+enum FamilyProperty : guint {
+  kOnlyLlamaCfgWeight = 1u << 0,
+  kOnlyLlamaMinP = 1u << 1,
+  kOnlyLlamaExaggeration = 1u << 2,
+  kOnlyGpt2TopK = 1u << 3,
 };
 
 // Defaults: ChatterboxTTS.generate's.
 #define DEFAULT_TEMPERATURE 0.8
 #define DEFAULT_CFG_WEIGHT 0.5
 #define DEFAULT_MIN_P 0.05
-#define DEFAULT_TOP_P 1.0
+#define DEFAULT_TOP_P 1.0        // Llama; GPT-2 models use DEFAULT_TOP_P_GPT2 unless top-p is set
+#define DEFAULT_TOP_P_GPT2 0.95  // ChatterboxTurboTTS.generate
+#define DEFAULT_TOP_K 1000       // GPT-2 only
 #define DEFAULT_REPETITION_PENALTY 1.2
 #define DEFAULT_EXAGGERATION 0.5
 #define DEFAULT_MAX_TOKENS 1000
@@ -214,6 +252,10 @@ struct _GstT3 {
   gchar* device;
   gboolean greedy;
   gdouble temperature, cfg_weight, min_p, top_p, repetition_penalty, exaggeration;
+  gboolean top_p_set;       // top-p given explicitly (else the family's default)
+  gint top_k;
+  guint family_props_set;     // FamilyProperty bits the application set
+  guint family_props_warned;  // ... already warned about for the loaded model
   guint64 seed;
   gint max_tokens;
   gint tokens_per_buffer;
@@ -250,12 +292,44 @@ static std::string dir_of(const std::string& file) {
   return s;
 }
 
+static bool is_dir(const std::string& p) { return g_file_test(p.c_str(), G_FILE_TEST_IS_DIR); }
+static bool is_file(const std::string& p) { return g_file_test(p.c_str(), G_FILE_TEST_IS_REGULAR); }
+
+// Posts, once per loaded model, a warning for each sampling property the
+// application set that the loaded backbone does not use.
+static void warn_family_properties(GstT3* self) {
+  if (!self->st->loaded) return;
+  const bool gpt2 = self->st->loaded->family == T3Family::Gpt2;
+  struct Rule {
+    guint bit;
+    const char* name;
+    bool applies;
+  };
+  const Rule rules[] = {{kOnlyLlamaCfgWeight, "cfg-weight", !gpt2},
+                        {kOnlyLlamaMinP, "min-p", !gpt2},
+                        {kOnlyLlamaExaggeration, "exaggeration", !gpt2},
+                        {kOnlyGpt2TopK, "top-k", gpt2}};
+  GST_OBJECT_LOCK(self);
+  const guint pending = self->family_props_set & ~self->family_props_warned;
+  self->family_props_warned |= pending;
+  GST_OBJECT_UNLOCK(self);
+  for (const Rule& r : rules)
+    if ((pending & r.bit) && !r.applies)
+      GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS,
+                          ("'%s' does not apply to %s T3 models: ignored", r.name,
+                           gpt2 ? "GPT-2 (Chatterbox-Turbo/Nano)" : "Llama (Chatterbox)"),
+                          ("model %s; %s", self->st->loaded->model_path.c_str(),
+                           gpt2 ? "Turbo/Nano decode without CFG, min-p or exaggeration, as ChatterboxTurboTTS.generate"
+                                : "top-k is used by GPT-2 (Turbo/Nano) models only"));
+}
+
 static gboolean load_model(GstT3* self) {
   GST_OBJECT_LOCK(self);
   std::string model = self->model ? self->model : "";
   std::string tokenizer = self->tokenizer ? self->tokenizer : "";
   std::string voice = self->voice ? self->voice : "";
   std::string device = self->device ? self->device : "cpu";
+  self->family_props_warned = 0;
   GST_OBJECT_UNLOCK(self);
 
   if (device != "cpu") {
@@ -266,19 +340,27 @@ static gboolean load_model(GstT3* self) {
   }
   if (model.empty()) {
     GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
-                      ("No T3 model given: set 'model' to t3_cfg.safetensors or the folder holding it"), (nullptr));
+                      ("No T3 model given: set 'model' to t3_cfg.safetensors, t3_turbo_v1.safetensors, "
+                       "t3_nano_v1.safetensors or the folder holding one"),
+                      (nullptr));
     return FALSE;
   }
-  if (g_file_test(model.c_str(), G_FILE_TEST_IS_DIR)) model = path_join(model, "t3_cfg.safetensors");
-  if (!g_file_test(model.c_str(), G_FILE_TEST_IS_REGULAR)) {
+  if (is_dir(model)) {
+    try {
+      model = chatterbox::t3::t3_checkpoint_in_dir(model);
+    } catch (const std::exception& e) {
+      GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("%s", e.what()), (nullptr));
+      return FALSE;
+    }
+  }
+  if (!is_file(model)) {
     GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("T3 model file '%s' does not exist", model.c_str()), (nullptr));
     return FALSE;
   }
   const std::string dir = dir_of(model);
-  if (tokenizer.empty()) tokenizer = path_join(dir, "tokenizer.json");
   if (voice.empty()) {
     voice = path_join(dir, "conds.pt");
-    if (!g_file_test(voice.c_str(), G_FILE_TEST_IS_REGULAR)) {
+    if (!is_file(voice)) {
       GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
                         ("No voice: set 'voice' to a conds file (conds.pt, or safetensors with t3.speaker_emb, "
                          "t3.cond_prompt_speech_tokens, t3.emotion_adv); there is no '%s'",
@@ -291,51 +373,75 @@ static gboolean load_model(GstT3* self) {
   std::string stage = "model '" + model + "'";
   try {
     GST_INFO_OBJECT(self, "loading T3 model %s", model.c_str());
-    std::shared_ptr<const T3Model> m = chatterbox::ModelCache::global().get<T3Model>(
-        chatterbox::ModelCache::make_key("t3", {model}, "cpu"),
-        [&] { return std::make_shared<const T3Model>(T3Model::load(model)); });
-    stage = "tokenizer '" + tokenizer + "'";
-    if (!g_file_test(tokenizer.c_str(), G_FILE_TEST_IS_REGULAR))
-      throw chatterbox::ModelError("the file does not exist (set the 'tokenizer' property)");
-    EnTokenizer tok = EnTokenizer::from_file(tokenizer, m->config().text_tokens_dict_size);
+    auto loaded = std::make_unique<Loaded>();
+    // The backbone is told by the tensor names; each family has its loader
+    // and its tokenizer (a file, or a directory holding it).
+    loaded->family = chatterbox::t3::detect_t3_family(chatterbox::Checkpoint::open(model));
+    int64_t text_vocab;
+    if (loaded->family == T3Family::Gpt2) {
+      loaded->gpt2 = chatterbox::ModelCache::global().get<T3TurboModel>(
+          chatterbox::ModelCache::make_key("t3-gpt2", {model}, "cpu"),
+          [&] { return std::make_shared<const T3TurboModel>(T3TurboModel::load(model)); });
+      text_vocab = loaded->gpt2->config().text_tokens_dict_size;
+      if (tokenizer.empty()) tokenizer = dir;  // tokenizer.json or vocab.json + merges.txt beside the model
+      stage = "tokenizer '" + tokenizer + "'";
+      loaded->bpe_tokenizer.emplace(Gpt2Tokenizer::from_path(tokenizer, text_vocab));
+    } else {
+      loaded->llama = chatterbox::ModelCache::global().get<T3Model>(
+          chatterbox::ModelCache::make_key("t3", {model}, "cpu"),
+          [&] { return std::make_shared<const T3Model>(T3Model::load(model)); });
+      text_vocab = loaded->llama->config().text_tokens_dict_size;
+      if (tokenizer.empty()) tokenizer = path_join(dir, "tokenizer.json");
+      if (is_dir(tokenizer)) tokenizer = path_join(tokenizer, "tokenizer.json");
+      stage = "tokenizer '" + tokenizer + "'";
+      if (!is_file(tokenizer)) throw chatterbox::ModelError("the file does not exist (set the 'tokenizer' property)");
+      loaded->en_tokenizer.emplace(EnTokenizer::from_file(tokenizer, text_vocab));
+    }
     stage = "voice '" + voice + "'";
-    if (!g_file_test(voice.c_str(), G_FILE_TEST_IS_REGULAR))
-      throw chatterbox::ModelError("the file does not exist (set the 'voice' property)");
-    T3Cond cond;
-    std::shared_ptr<const chatterbox::voice::T3Voice> voice_ref;
+    if (!is_file(voice)) throw chatterbox::ModelError("the file does not exist (set the 'voice' property)");
     if (chatterbox::voice::is_reference_audio(voice)) {
       // Reference audio: prepare_conditionals' T3 half, with the S3
       // tokenizer of the s3gen checkpoint and the VoiceEncoder beside the
-      // model. A model with Turbo's 375-token prompt gets Turbo's reference
-      // preparation (> 5 s, -27 LUFS, 15 s prompt window).
+      // model. GPT-2 models (Turbo, Nano) and Llama models with Turbo's
+      // 375-token prompt get Turbo's reference preparation (> 5 s, -27 LUFS,
+      // 15 s prompt window).
       std::string s3gen = path_join(dir, "s3gen.safetensors");
-      if (!g_file_test(s3gen.c_str(), G_FILE_TEST_IS_REGULAR)) s3gen = path_join(dir, "s3gen_meanflow.safetensors");
+      if (!is_file(s3gen)) s3gen = path_join(dir, "s3gen_meanflow.safetensors");
       const std::string ve = path_join(dir, "ve.safetensors");
       stage = "voice '" + voice + "' (reference audio)";
       for (const std::string& f : {s3gen, ve})
-        if (!g_file_test(f.c_str(), G_FILE_TEST_IS_REGULAR))
+        if (!is_file(f))
           throw chatterbox::ModelError("a voice from reference audio needs '" + f +
                                        "' beside the model (s3gen.safetensors or s3gen_meanflow.safetensors for the "
                                        "speech tokenizer, ve.safetensors for the speaker embedding)");
       using chatterbox::voice::Variant;
       chatterbox::voice::CloneOptions o;
-      o.variant = m->config().speech_cond_prompt_len == chatterbox::voice::VariantSpec::of(Variant::Turbo).prompt_tokens
-                      ? Variant::Turbo
-                      : Variant::Original;
-      voice_ref = chatterbox::voice::cached_t3_voice(voice, s3gen, ve, o);
-      cond.speaker_emb = voice_ref->speaker_emb;
-      cond.cond_prompt_speech_tokens = voice_ref->cond_prompt_speech_tokens;
-      cond.emotion_adv = voice_ref->emotion_adv;
+      const bool turbo_prompt =
+          loaded->gpt2 || loaded->llama->config().speech_cond_prompt_len ==
+                              chatterbox::voice::VariantSpec::of(Variant::Turbo).prompt_tokens;
+      o.variant = turbo_prompt ? Variant::Turbo : Variant::Original;
+      loaded->voice_ref = chatterbox::voice::cached_t3_voice(voice, s3gen, ve, o);
+      loaded->cond.speaker_emb = loaded->voice_ref->speaker_emb;
+      loaded->cond.cond_prompt_speech_tokens = loaded->voice_ref->cond_prompt_speech_tokens;
+      loaded->cond.emotion_adv = loaded->voice_ref->emotion_adv;
     } else {
-      cond = T3Cond::load(voice);
+      loaded->cond = T3Cond::load(voice);
     }
-    m->cond_embedding(cond);  // validates the voice against the model now rather than on the first text
-    self->st->loaded.reset(new Loaded{std::move(m), std::move(tok), std::move(cond), model, std::move(voice_ref)});
+    // Validates the voice against the model now rather than on the first text.
+    if (loaded->gpt2)
+      loaded->gpt2->cond_embedding(loaded->cond);
+    else
+      loaded->llama->cond_embedding(loaded->cond);
+    loaded->model_path = model;
+    self->st->loaded = std::move(loaded);
   } catch (const std::exception& e) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load T3 %s: %s", stage.c_str(), e.what()), (nullptr));
     return FALSE;
   }
-  GST_INFO_OBJECT(self, "T3 ready: %s, tokenizer %s, voice %s", model.c_str(), tokenizer.c_str(), voice.c_str());
+  GST_INFO_OBJECT(self, "T3 ready (%s backbone): %s, tokenizer %s, voice %s",
+                  chatterbox::t3::family_name(self->st->loaded->family), model.c_str(), tokenizer.c_str(),
+                  voice.c_str());
+  warn_family_properties(self);
   return TRUE;
 }
 
@@ -376,7 +482,8 @@ static GstFlowReturn push_tokens(GstT3* self, std::vector<int32_t>& tokens, bool
 }
 
 struct Settings {
-  SamplingOptions opts;
+  SamplingOptions opts;              // Llama
+  TurboSamplingOptions turbo_opts;   // GPT-2
   double exaggeration;
   size_t tokens_per_buffer;
   bool split;
@@ -393,6 +500,13 @@ static Settings read_settings(GstT3* self) {
   s.opts.repetition_penalty = self->repetition_penalty;
   s.opts.max_new_tokens = self->max_tokens;
   s.opts.seed = self->seed;
+  s.turbo_opts.greedy = self->greedy;
+  s.turbo_opts.temperature = self->temperature;
+  s.turbo_opts.top_k = self->top_k;
+  s.turbo_opts.top_p = self->top_p_set ? self->top_p : DEFAULT_TOP_P_GPT2;
+  s.turbo_opts.repetition_penalty = self->repetition_penalty;
+  s.turbo_opts.max_new_tokens = self->max_tokens;
+  s.turbo_opts.seed = self->seed;
   s.exaggeration = self->exaggeration;
   s.tokens_per_buffer = static_cast<size_t>(self->tokens_per_buffer);
   s.split = self->split_sentences;
@@ -400,21 +514,34 @@ static Settings read_settings(GstT3* self) {
   return s;
 }
 
-// One ChatterboxTTS.generate call's worth of T3: punc_norm, tokenize, decode,
-// pushing valid tokens as they are drawn.
+// One ChatterboxTTS.generate (or ChatterboxTurboTTS.generate) call's worth
+// of T3: punc_norm, tokenize, decode, pushing valid tokens as they are drawn.
 static GstFlowReturn generate_utterance(GstT3* self, const std::string& text, const Settings& s, const T3Cond& cond) {
   Loaded& L = *self->st->loaded;
-  SamplingOptions opts = s.opts;
   // Utterance n draws from seed + n: reproducible for a given text stream,
   // yet repeated sentences are not forced to sound identical.
-  opts.seed = s.opts.seed + self->utterances;
-  const std::string normalized = chatterbox::t3::punc_norm(text);
-  const std::vector<int64_t> ids = L.tokenizer.encode(normalized);
+  const uint64_t seed = s.opts.seed + self->utterances;
+  std::string normalized;
+  std::vector<int64_t> ids;
+  Decoder gen;
+  if (L.gpt2) {
+    normalized = chatterbox::t3::punc_norm_turbo(text);
+    ids = L.bpe_tokenizer->text_to_ids(text);
+    TurboSamplingOptions opts = s.turbo_opts;
+    opts.seed = seed;
+    gen.gpt2 = std::make_unique<T3TurboGenerator>(*L.gpt2, opts);
+    gen.gpt2->start(ids, cond);
+  } else {
+    normalized = chatterbox::t3::punc_norm(text);
+    ids = L.en_tokenizer->encode(normalized);
+    SamplingOptions opts = s.opts;
+    opts.seed = seed;
+    gen.llama = std::make_unique<T3Generator>(*L.llama, opts);
+    gen.llama->start(ids, cond);
+  }
   GST_DEBUG_OBJECT(self, "utterance %" G_GUINT64_FORMAT ": \"%s\" -> %zu text tokens", self->utterances,
                    normalized.c_str(), ids.size());
   const guint64 first_token = self->next_token;
-  T3Generator gen(*L.model, opts);
-  gen.start(ids, cond);
 
   std::vector<int32_t> pending;
   pending.reserve(s.tokens_per_buffer);
@@ -426,7 +553,7 @@ static GstFlowReturn generate_utterance(GstT3* self, const std::string& text, co
     const int64_t tok = gen.next_token();
     if (tok < 0) break;
     if (tok >= kS3Vocab) {  // stop token, or an id outside the codebook (generate drops them)
-      if (tok != L.model->config().stop_speech_token) ++dropped;
+      if (tok != L.stop_token()) ++dropped;
       continue;
     }
     pending.push_back(static_cast<int32_t>(tok));
@@ -441,9 +568,9 @@ static GstFlowReturn generate_utterance(GstT3* self, const std::string& text, co
   const guint64 produced = self->next_token - first_token;
   if (dropped) GST_DEBUG_OBJECT(self, "dropped %" G_GINT64_FORMAT " ids outside the S3 codebook", dropped);
   if (produced == 0) GST_WARNING_OBJECT(self, "utterance \"%s\" produced no speech tokens", normalized.c_str());
-  if (!gen.tokens().empty() && gen.tokens().back() != L.model->config().stop_speech_token)
+  if (!gen.tokens().empty() && gen.tokens().back() != L.stop_token())
     GST_WARNING_OBJECT(self, "utterance \"%s\" reached max-tokens (%" G_GINT64_FORMAT ") without a stop token",
-                       normalized.c_str(), opts.max_new_tokens);
+                       normalized.c_str(), s.opts.max_new_tokens);
   ensure_segment(self);
   GstStructure* info = gst_structure_new(GST_T3_UTTERANCE_END_EVENT, "utterance", G_TYPE_UINT64, self->utterances,
                                          "first-token", G_TYPE_UINT64, first_token, "tokens", G_TYPE_UINT64, produced,
@@ -480,6 +607,7 @@ static GstFlowReturn gst_t3_chain(GstPad*, GstObject* parent, GstBuffer* buf) {
     return GST_FLOW_ERROR;
   }
 
+  warn_family_properties(self);  // for properties set since the model loaded
   const Settings s = read_settings(self);
   std::vector<std::string> pieces;
   if (text.empty()) {
@@ -596,11 +724,27 @@ static void gst_t3_set_property(GObject* object, guint id, const GValue* value, 
       break;
     case PROP_GREEDY: self->greedy = g_value_get_boolean(value); break;
     case PROP_TEMPERATURE: self->temperature = g_value_get_double(value); break;
-    case PROP_CFG_WEIGHT: self->cfg_weight = g_value_get_double(value); break;
-    case PROP_MIN_P: self->min_p = g_value_get_double(value); break;
-    case PROP_TOP_P: self->top_p = g_value_get_double(value); break;
+    case PROP_CFG_WEIGHT:
+      self->cfg_weight = g_value_get_double(value);
+      self->family_props_set |= kOnlyLlamaCfgWeight;
+      break;
+    case PROP_MIN_P:
+      self->min_p = g_value_get_double(value);
+      self->family_props_set |= kOnlyLlamaMinP;
+      break;
+    case PROP_TOP_P:
+      self->top_p = g_value_get_double(value);
+      self->top_p_set = TRUE;
+      break;
+    case PROP_TOP_K:
+      self->top_k = g_value_get_int(value);
+      self->family_props_set |= kOnlyGpt2TopK;
+      break;
     case PROP_REPETITION_PENALTY: self->repetition_penalty = g_value_get_double(value); break;
-    case PROP_EXAGGERATION: self->exaggeration = g_value_get_double(value); break;
+    case PROP_EXAGGERATION:
+      self->exaggeration = g_value_get_double(value);
+      self->family_props_set |= kOnlyLlamaExaggeration;
+      break;
     case PROP_SEED: self->seed = g_value_get_uint64(value); break;
     case PROP_MAX_TOKENS: self->max_tokens = g_value_get_int(value); break;
     case PROP_TOKENS_PER_BUFFER: self->tokens_per_buffer = g_value_get_int(value); break;
@@ -623,6 +767,7 @@ static void gst_t3_get_property(GObject* object, guint id, GValue* value, GParam
     case PROP_CFG_WEIGHT: g_value_set_double(value, self->cfg_weight); break;
     case PROP_MIN_P: g_value_set_double(value, self->min_p); break;
     case PROP_TOP_P: g_value_set_double(value, self->top_p); break;
+    case PROP_TOP_K: g_value_set_int(value, self->top_k); break;
     case PROP_REPETITION_PENALTY: g_value_set_double(value, self->repetition_penalty); break;
     case PROP_EXAGGERATION: g_value_set_double(value, self->exaggeration); break;
     case PROP_SEED: g_value_set_uint64(value, self->seed); break;
@@ -661,23 +806,28 @@ static void gst_t3_class_init(GstT3Class* klass) {
   const GParamFlags live = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
   g_object_class_install_property(gobject_class, PROP_MODEL,
       g_param_spec_string("model", "Model",
-                          "T3 weights: Chatterbox's t3_cfg.safetensors, or the folder holding it (with tokenizer.json "
-                          "and conds.pt). Loaded when the element goes to READY (t3 elements naming the same file "
+                          "T3 weights: Chatterbox's t3_cfg.safetensors (Llama backbone), Chatterbox-Turbo's "
+                          "t3_turbo_v1.safetensors or Chatterbox-Nano's t3_nano_v1.safetensors (GPT-2 backbone), "
+                          "or the folder holding one (with the tokenizer and conds.pt). The backbone is detected from "
+                          "the checkpoint. Loaded when the element goes to READY (t3 elements naming the same file "
                           "share one copy of the weights). Changeable in the NULL state only.",
                           nullptr, files));
   g_object_class_install_property(gobject_class, PROP_TOKENIZER,
       g_param_spec_string("tokenizer", "Tokenizer",
-                          "Hugging Face tokenizer.json of the English text vocabulary (default: tokenizer.json beside "
-                          "the model). Changeable in the NULL state only.",
+                          "The model's text tokenizer: a Hugging Face tokenizer.json, or a directory holding one (GPT-2 "
+                          "models also read vocab.json + merges.txt + added_tokens.json). Default: the model's folder. "
+                          "Llama models take Chatterbox's English tokenizer, GPT-2 models GPT-2's byte-level BPE with "
+                          "the paralinguistic tags ([laugh], [chuckle], ...). Changeable in the NULL state only.",
                           nullptr, files));
   g_object_class_install_property(gobject_class, PROP_VOICE,
       g_param_spec_string("voice", "Voice",
                           "Voice conditionals: conds.pt, or a safetensors file with t3.speaker_emb, "
-                          "t3.cond_prompt_speech_tokens and t3.emotion_adv (as chatterbox-voice writes); or reference "
-                          "speech (WAV, FLAC, ...), from which they are computed as Chatterbox's prepare_conditionals "
-                          "does, with s3gen.safetensors and ve.safetensors beside the model (once per file: elements "
-                          "naming the same recording share the result). Default: conds.pt beside the model; an error "
-                          "if there is none. Changeable in the NULL state only.",
+                          "t3.cond_prompt_speech_tokens and (Llama models) t3.emotion_adv, as chatterbox-voice "
+                          "writes; or reference speech (WAV, FLAC, ...), from which they are computed as Chatterbox's "
+                          "prepare_conditionals does, with s3gen.safetensors (or s3gen_meanflow.safetensors) and "
+                          "ve.safetensors beside the model (once per file: elements naming the same recording share "
+                          "the result). Default: conds.pt beside the model; an error if there is none. Changeable in "
+                          "the NULL state only.",
                           nullptr, files));
   g_object_class_install_property(gobject_class, PROP_DEVICE,
       g_param_spec_string("device", "Device",
@@ -693,21 +843,36 @@ static void gst_t3_class_init(GstT3Class* klass) {
   g_object_class_install_property(gobject_class, PROP_CFG_WEIGHT,
       g_param_spec_double("cfg-weight", "CFG weight",
                           "Classifier-free guidance: logits = cond + w (cond - uncond); 0 runs the conditional row "
-                          "alone",
+                          "alone. Llama models only (GPT-2 Turbo/Nano models have no CFG: setting it warns)",
                           0.0, 10.0, DEFAULT_CFG_WEIGHT, live));
   g_object_class_install_property(gobject_class, PROP_MIN_P,
       g_param_spec_double("min-p", "Min p",
-                          "Drop tokens less probable than min-p times the most probable one (0: off)", 0.0, 1.0,
+                          "Drop tokens less probable than min-p times the most probable one (0: off). Llama models "
+                          "only (setting it with a GPT-2 model warns)",
+                          0.0, 1.0,
                           DEFAULT_MIN_P, live));
   g_object_class_install_property(gobject_class, PROP_TOP_P,
-      g_param_spec_double("top-p", "Top p", "Nucleus sampling mass (1: off)", 0.01, 1.0, DEFAULT_TOP_P, live));
+      g_param_spec_double("top-p", "Top p",
+                          "Nucleus sampling mass (1: off). Both families; unless set, Llama models use 1.0 and GPT-2 "
+                          "(Turbo/Nano) models 0.95, each its generate's default",
+                          0.01, 1.0, DEFAULT_TOP_P, live));
+  g_object_class_install_property(gobject_class, PROP_TOP_K,
+      g_param_spec_int("top-k", "Top k",
+                       "Keep only the k most probable tokens (0: off). GPT-2 (Turbo/Nano) models only, applied "
+                       "after the temperature and before top-p as inference_turbo does (setting it with a Llama "
+                       "model warns)",
+                       0, 100000, DEFAULT_TOP_K, live));
   g_object_class_install_property(gobject_class, PROP_REPETITION_PENALTY,
       g_param_spec_double("repetition-penalty", "Repetition penalty",
-                          "Penalty on the logits of tokens already generated in the utterance (1: off)", 0.01, 10.0,
+                          "Penalty on the logits of tokens already generated in the utterance (1: off). Both "
+                          "families (GPT-2 models apply it after top-k/top-p, as inference_turbo)",
+                          0.01, 10.0,
                           DEFAULT_REPETITION_PENALTY, live));
   g_object_class_install_property(gobject_class, PROP_EXAGGERATION,
       g_param_spec_double("exaggeration", "Exaggeration",
-                          "Emotion exaggeration given to T3 (replaces the voice's emotion_adv, as generate does)", 0.0,
+                          "Emotion exaggeration given to T3 (replaces the voice's emotion_adv, as generate does). "
+                          "Llama models only (setting it with a GPT-2 model warns)",
+                          0.0,
                           10.0, DEFAULT_EXAGGERATION, live));
   g_object_class_install_property(gobject_class, PROP_SEED,
       g_param_spec_uint64("seed", "Seed",
@@ -734,7 +899,8 @@ static void gst_t3_class_init(GstT3Class* klass) {
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);
   gst_element_class_set_static_metadata(element_class, "Chatterbox T3", "Codec/Encoder/Text",
-      "Turns UTF-8 text into S3 speech tokens (25 Hz) with Chatterbox's T3, streaming tokens as they are sampled. "
+      "Turns UTF-8 text into S3 speech tokens (25 Hz) with Chatterbox's T3 (Llama backbone) or Chatterbox-Turbo/Nano's "
+      "(GPT-2 backbone, detected from the model), streaming tokens as they are sampled. "
       "Each utterance starts with a DISCONT buffer and ends with a '" GST_T3_UTTERANCE_END_EVENT "' event.",
       "gst-chatterbox developers");
 }
@@ -755,6 +921,10 @@ static void gst_t3_init(GstT3* self) {
   self->cfg_weight = DEFAULT_CFG_WEIGHT;
   self->min_p = DEFAULT_MIN_P;
   self->top_p = DEFAULT_TOP_P;
+  self->top_p_set = FALSE;
+  self->top_k = DEFAULT_TOP_K;
+  self->family_props_set = 0;
+  self->family_props_warned = 0;
   self->repetition_penalty = DEFAULT_REPETITION_PENALTY;
   self->exaggeration = DEFAULT_EXAGGERATION;
   self->seed = 0;

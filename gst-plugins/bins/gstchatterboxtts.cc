@@ -1,5 +1,6 @@
 #include "gst-plugins/bins/gstchatterboxtts.h"
 
+#include "elements/t3/model/model_family.h"
 #include "elements/vocoder/gstchatterboxvocoder.h"
 #include "gst-plugins/caps.h"
 #include "gst-plugins/elements.h"
@@ -25,6 +26,7 @@ struct _GstChatterboxTts {
   gchar* s3gen_model;
   guint64 seed;
   gboolean greedy;
+  gchar* dir_error;  // why model-dir cannot be used (posted at NULL -> READY), or NULL
 };
 
 G_DEFINE_TYPE(GstChatterboxTts, gst_chatterbox_tts, GST_TYPE_BIN)
@@ -44,29 +46,65 @@ static std::string in_dir(const gchar* dir, const char* name) {
   return s;
 }
 
-// Points the children at the files of the model directory; explicit
-// properties win over the directory's files.
+// Points the children at the files of the model directory (Chatterbox, or
+// Turbo / Nano with the mean-flow S3Gen); explicit properties win over the
+// directory's files. A directory that cannot serve is remembered in
+// dir_error, listing everything it lacks, and refused at READY.
 static void configure(GstChatterboxTts* self) {
   const gchar* dir = self->model_dir;
-  std::string voice = self->voice ? self->voice : (dir ? in_dir(dir, "conds.pt") : "");
+  g_clear_pointer(&self->dir_error, g_free);
+  std::string voice = self->voice ? self->voice : "";
+  std::string s3gen = self->s3gen_model ? self->s3gen_model : "";
+  std::string vocos = self->vocos_model ? self->vocos_model : "";
   if (dir) {
-    g_object_set(self->t3, "model", in_dir(dir, "t3_cfg.safetensors").c_str(), "tokenizer",
-                 in_dir(dir, "tokenizer.json").c_str(), nullptr);
+    try {
+      const chatterbox::t3::ModelDirLayout L = chatterbox::t3::inspect_model_dir(dir);
+      std::string missing;
+      for (const auto& m : L.missing) {
+        if ((m.role == "conds" && self->voice) || (m.role == "s3gen" && self->s3gen_model)) continue;  // given explicitly
+        missing += (missing.empty() ? "" : ", ") + m.what;
+      }
+      if (!missing.empty())
+        self->dir_error = g_strdup_printf("model-dir '%s' holds a %s model (%s) but lacks: %s", dir,
+                                          chatterbox::t3::kind_name(L.kind), L.t3.c_str(), missing.c_str());
+      g_object_set(self->t3, "model", L.t3.c_str(), "tokenizer", L.tokenizer.c_str(), nullptr);
+      if (voice.empty()) voice = L.conds;
+      if (s3gen.empty()) s3gen = L.s3gen;
+      if (vocos.empty() && L.has_vocos) vocos = L.vocos;
+      // Turbo's T3 is paired with the mean-flow decoder: anything else is
+      // refused by s3genmel at READY.
+      gst_util_set_object_arg(G_OBJECT(self->s3gen), "meanflow",
+                              L.kind == chatterbox::t3::ModelDirKind::Chatterbox ? "auto" : "on");
+    } catch (const std::exception& e) {
+      self->dir_error = g_strdup(e.what());
+    }
   }
-  std::string s3gen = self->s3gen_model ? self->s3gen_model : (dir ? in_dir(dir, "s3gen.safetensors") : "");
   if (!s3gen.empty()) g_object_set(self->s3gen, "model", s3gen.c_str(), nullptr);
   if (!voice.empty()) g_object_set(self->t3, "voice", voice.c_str(), nullptr);
   if (!voice.empty()) g_object_set(self->s3gen, "voice", voice.c_str(), nullptr);
-  // HiFT lives inside s3gen.safetensors (mel2wav.); a Vocos for S3Gen
+  // HiFT lives inside the s3gen checkpoint (mel2wav.); a Vocos for S3Gen
   // features may sit in the directory as vocos.safetensors.
   std::string hift = self->hift_model ? self->hift_model : s3gen;
   if (!hift.empty()) g_object_set(self->vocoder, "hift-model", hift.c_str(), nullptr);
-  std::string vocos = self->vocos_model ? self->vocos_model : "";
-  if (vocos.empty() && dir && g_file_test(in_dir(dir, "vocos.safetensors").c_str(), G_FILE_TEST_EXISTS))
-    vocos = in_dir(dir, "vocos.safetensors");
   if (!vocos.empty()) g_object_set(self->vocoder, "vocos-model", vocos.c_str(), nullptr);
   g_object_set(self->t3, "seed", self->seed, "greedy", self->greedy, nullptr);
   g_object_set(self->s3gen, "seed", self->seed, nullptr);
+}
+
+static GstStateChangeReturn gst_chatterbox_tts_change_state(GstElement* element, GstStateChange transition) {
+  GstChatterboxTts* self = GST_CHATTERBOX_TTS(element);
+  if (transition == GST_STATE_CHANGE_NULL_TO_READY) {
+    configure(self);  // the directory as it is now
+    if (self->dir_error) {
+      GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("%s", self->dir_error),
+                        ("a Chatterbox model directory holds t3_cfg.safetensors, s3gen.safetensors, tokenizer.json, "
+                         "conds.pt; a Turbo/Nano one t3_turbo_v1.safetensors or t3_nano_v1.safetensors, "
+                         "s3gen_meanflow.safetensors, the tokenizer (tokenizer.json or vocab.json + merges.txt), "
+                         "conds.pt"));
+      return GST_STATE_CHANGE_FAILURE;
+    }
+  }
+  return GST_ELEMENT_CLASS(gst_chatterbox_tts_parent_class)->change_state(element, transition);
 }
 
 static void set_string(gchar** dst, const GValue* v) {
@@ -129,6 +167,7 @@ static void gst_chatterbox_tts_finalize(GObject* object) {
   g_free(self->vocos_model);
   g_free(self->hift_model);
   g_free(self->s3gen_model);
+  g_free(self->dir_error);
   G_OBJECT_CLASS(gst_chatterbox_tts_parent_class)->finalize(object);
 }
 
@@ -139,11 +178,16 @@ static void gst_chatterbox_tts_class_init(GstChatterboxTtsClass* klass) {
   gobject_class->set_property = gst_chatterbox_tts_set_property;
   gobject_class->get_property = gst_chatterbox_tts_get_property;
   gobject_class->finalize = gst_chatterbox_tts_finalize;
+  element_class->change_state = gst_chatterbox_tts_change_state;
   const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
   g_object_class_install_property(gobject_class, PROP_MODEL_DIR,
       g_param_spec_string("model-dir", "Model directory",
                           "Directory holding Chatterbox's files: t3_cfg.safetensors, s3gen.safetensors, "
-                          "tokenizer.json, conds.pt, and optionally vocos.safetensors (a Vocos for S3Gen mels)",
+                          "tokenizer.json, conds.pt; or Chatterbox-Turbo's / -Nano's: t3_turbo_v1.safetensors or "
+                          "t3_nano_v1.safetensors, s3gen_meanflow.safetensors (run as mean flow), the tokenizer "
+                          "(tokenizer.json or vocab.json + merges.txt + added_tokens.json), conds.pt. Optionally "
+                          "vocos.safetensors (a Vocos for S3Gen mels). Which model it is comes from the T3 file; a "
+                          "mixed or incomplete directory is refused at READY, listing what is missing",
                           nullptr, rw));
   g_object_class_install_property(gobject_class, PROP_VOICE,
       g_param_spec_string("voice", "Voice",
@@ -162,7 +206,10 @@ static void gst_chatterbox_tts_class_init(GstChatterboxTtsClass* klass) {
       g_param_spec_string("hift-model", "HiFT model", "HiFT weights (default: the s3gen model's mel2wav. part)", nullptr,
                           rw));
   g_object_class_install_property(gobject_class, PROP_S3GEN_MODEL,
-      g_param_spec_string("s3gen-model", "S3Gen model", "Flow model (default: s3gen.safetensors in model-dir)", nullptr,
+      g_param_spec_string("s3gen-model", "S3Gen model",
+                          "Flow model (default: s3gen.safetensors, or s3gen_meanflow.safetensors for Turbo/Nano, in "
+                          "model-dir)",
+                          nullptr,
                           rw));
   g_object_class_install_property(gobject_class, PROP_SEED,
       g_param_spec_uint64("seed", "Seed",

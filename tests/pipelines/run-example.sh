@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one example from pipelines/ on generated speech and checks its output:
 # the wav exists and has the sample count the recipe implies.
-#   run-example.sh copy-synthesis-vocos|copy-synthesis-hift|mel-to-wav|speak-sentence
+#   run-example.sh copy-synthesis-vocos|copy-synthesis-hift|mel-to-wav|speak-sentence|tts|tts-turbo
 set -euo pipefail
 root="${CHATTERBOX_SOURCE_ROOT:?}"
 tmp="$(mktemp -d)"
@@ -37,6 +37,17 @@ case "$1" in
     TTS_PROPS="greedy=true vocoder=hift hift-model=$fx/hift/hift_tiny.safetensors" \
       bash "$root/pipelines/tts.sh" "$tmp/model" "$tmp/out.wav" "the little robot counted stones by the river"
     expect=$(( 30 * 480 )) ;;
+  tts-turbo)
+    # A Turbo model directory from the tiny fixtures (plumbing only; the
+    # tiny T3's text vocabulary is the tiny BPE's 576 tokens). On the Turbo
+    # fixture's voice and text, greedy T3 gives the reference's 21 tokens;
+    # mean-flow S3Gen appends 3 silence tokens as ChatterboxTurboTTS.generate:
+    # 24 tokens -> 48 frames.
+    python3 "$root/tests/pipelines/make-turbo-model-dir.py" "${CHATTERBOX_FIXTURES:?}" "$root/tests/s3gen" "$tmp/model"
+    TTS_PROPS="greedy=true vocoder=hift hift-model=$CHATTERBOX_FIXTURES/hift/hift_tiny.safetensors" \
+      bash "$root/pipelines/tts-turbo.sh" "$tmp/model" "$tmp/out.wav" \
+      "oh, the little robot counted every stone [chuckle] by the river…"
+    expect=$(( 48 * 480 )) ;;
   *) echo "unknown example $1" >&2; exit 2 ;;
 esac
 got=$(samples "$tmp/out.wav")

@@ -5,13 +5,19 @@
 #define BOOST_TEST_MODULE tts_bin
 #include <boost/test/unit_test.hpp>
 
+#include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
 
+#include <ATen/ATen.h>
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <map>
 #include <string>
+#include <vector>
 #include <unistd.h>
 
 using chatterbox::test::fixture;
@@ -96,4 +102,111 @@ BOOST_AUTO_TEST_CASE(environment_selects_the_vocoder) {
   g_object_get(tts, "vocoder", &kind, nullptr);
   BOOST_TEST(kind == 1);  // hift
   gst_object_unref(tts);
+}
+
+namespace {
+// A Chatterbox-Turbo-style directory from the tiny fixtures: the GPT-2 T3,
+// its tokenizer, a mean-flow S3Gen (flow_tiny + the mean-flow fixture's time
+// mixer and config) and a voice (the Turbo fixture's t3.* + conds_tiny's
+// gen.*), under the real file names.
+struct TurboDir {
+  std::string dir;
+  std::vector<std::string> made;
+  TurboDir() {
+    char tmpl[] = "/tmp/chatterbox-turbo-XXXXXX";
+    dir = mkdtemp(tmpl);
+    link("t3_turbo/t3_turbo_tiny.safetensors", "t3_turbo_v1.safetensors");
+    link("t3_turbo/gpt2_bpe_tiny/tokenizer.json", "tokenizer.json");
+    using chatterbox::Checkpoint;
+    Checkpoint flow = Checkpoint::open(fixture("s3gen/flow_tiny.safetensors"));
+    Checkpoint mf = Checkpoint::open(std::string(std::getenv("CHATTERBOX_SOURCE_ROOT")) +
+                                     "/tests/s3gen/flow_tiny_meanflow.safetensors");
+    std::map<std::string, at::Tensor> w;
+    for (const auto& k : flow.keys())
+      if (k.rfind("test.", 0) != 0) w["flow." + k] = flow.get_raw(k);
+    w["flow.decoder.estimator.time_embed_mixer.weight"] = mf.get("decoder.estimator.time_embed_mixer.weight");
+    write("s3gen_meanflow.safetensors", w, {{"config", mf.metadata("config")}});
+    Checkpoint t3 = Checkpoint::open(fixture("t3_turbo/t3_turbo_tiny.safetensors"));
+    Checkpoint conds = Checkpoint::open(fixture("t3/conds_tiny.safetensors"));
+    std::map<std::string, at::Tensor> v{{"t3.speaker_emb", t3.get("test.cond.speaker_emb")},
+                                        {"t3.cond_prompt_speech_tokens", t3.get_raw("test.cond.cond_prompt_speech_tokens")}};
+    for (const auto& k : conds.keys())
+      if (k.rfind("gen.", 0) == 0) v[k] = conds.get_raw(k);
+    write("conds.pt", v, {});  // conds files are read by content
+  }
+  void link(const std::string& from, const std::string& to) {
+    BOOST_REQUIRE(symlink(fixture(from).c_str(), (dir + "/" + to).c_str()) == 0);
+    made.push_back(to);
+  }
+  void write(const std::string& name, const std::map<std::string, at::Tensor>& t,
+             const std::map<std::string, std::string>& meta) {
+    chatterbox::write_safetensors(dir + "/" + name, t, meta);
+    made.push_back(name);
+  }
+  void remove(const std::string& name) {
+    std::remove((dir + "/" + name).c_str());
+    made.erase(std::find(made.begin(), made.end(), name));
+  }
+  ~TurboDir() {
+    for (const auto& f : made) std::remove((dir + "/" + f).c_str());
+    rmdir(dir.c_str());
+  }
+};
+
+// The error chatterboxtts posts when it cannot go to READY ("" if it can).
+std::string ready_error(const std::string& props) {
+  GError* err = nullptr;
+  GstElement* tts = gst_parse_launch(("chatterboxtts " + props).c_str(), &err);
+  BOOST_REQUIRE(tts && !err);
+  GstBus* bus = gst_bus_new();
+  gst_element_set_bus(tts, bus);
+  const bool failed = gst_element_set_state(tts, GST_STATE_READY) == GST_STATE_CHANGE_FAILURE;
+  std::string msg;
+  while (GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR)) {
+    GError* e = nullptr;
+    gst_message_parse_error(m, &e, nullptr);
+    if (msg.empty()) msg = e->message;
+    g_error_free(e);
+    gst_message_unref(m);
+  }
+  gst_element_set_state(tts, GST_STATE_NULL);
+  gst_object_unref(tts);
+  gst_object_unref(bus);
+  BOOST_TEST(failed == !msg.empty());
+  return msg;
+}
+}  // namespace
+
+// Greedy Turbo T3 on its fixture's voice and text: the reference's 21 tokens,
+// plus the 3 silence tokens mean-flow S3Gen appends (ChatterboxTurboTTS): 48
+// mel frames.
+BOOST_AUTO_TEST_CASE(turbo_directory_speaks_through_mean_flow) {
+  TurboDir m;
+  const std::string props = "model-dir=" + m.dir + " greedy=true vocoder=hift hift-model=" +
+                            fixture("hift/hift_tiny.safetensors");
+  BOOST_TEST(ready_error(props).empty());
+  long n = run(props, "oh, the little robot counted every stone [chuckle] by the river\u2026");
+  BOOST_TEST(n == (21 + 3) * 2 * 480);
+}
+
+BOOST_AUTO_TEST_CASE(mixed_or_incomplete_directories_are_refused_with_the_list) {
+  TurboDir m;
+  // Turbo's T3 beside the standard flow, no tokenizer, no voice.
+  m.remove("s3gen_meanflow.safetensors");
+  m.remove("tokenizer.json");
+  m.remove("conds.pt");
+  m.link("s3gen/flow_tiny.safetensors", "s3gen.safetensors");
+  std::string e = ready_error("model-dir=" + m.dir);
+  BOOST_TEST(e.find("Chatterbox-Turbo") != std::string::npos, e);
+  BOOST_TEST(e.find("s3gen_meanflow.safetensors (s3gen.safetensors is standard") != std::string::npos, e);
+  BOOST_TEST(e.find("tokenizer.json (or vocab.json + merges.txt)") != std::string::npos, e);
+  BOOST_TEST(e.find("conds.pt") != std::string::npos, e);
+  // What properties supply is not missing.
+  e = ready_error("model-dir=" + m.dir + " voice=" + fixture("t3/conds_tiny.safetensors"));
+  BOOST_TEST(e.find("conds.pt") == std::string::npos, e);
+  BOOST_TEST(e.find("tokenizer.json") != std::string::npos, e);
+  // Two T3 checkpoints: which model is meant is unclear.
+  m.link("t3/t3_tiny.safetensors", "t3_cfg.safetensors");
+  e = ready_error("model-dir=" + m.dir);
+  BOOST_TEST(e.find("mixes T3 models") != std::string::npos, e);
 }

@@ -136,7 +136,12 @@ bool is_space(char32_t c) {
 
 // ------------------------------------------------------------- punc_norm ----
 
-std::string punc_norm(const std::string& text) {
+namespace {
+using Replacement = std::pair<const char*, const char*>;
+
+// The steps both punc_norm versions share, with the version's replacement
+// list (applied in order, each once over the whole text).
+std::string punc_norm_with(const std::string& text, const Replacement* replace, size_t n_replace) {
   std::vector<char32_t> cps = decode_utf8(text);
   if (cps.empty()) return "You need to add some text for me to talk.";
 
@@ -157,19 +162,32 @@ std::string punc_norm(const std::string& text) {
     }
   }
   std::string s = encode_utf8(joined);
-
-  // Order matters (the reference's list, applied once each).
-  static const std::pair<const char*, const char*> kReplace[] = {
-      {"...", ", "},         {"\u2026", ", "},   {":", ","},       {" - ", ", "},
-      {";", ", "},           {"\u2014", "-"},    {"\u2013", "-"},  {" ,", ","},
-      {"\u201c", "\""},      {"\u201d", "\""},   {"\u2018", "'"},  {"\u2019", "'"},
-  };
-  for (const auto& r : kReplace) replace_all(s, r.first, r.second);
+  for (size_t k = 0; k < n_replace; ++k) replace_all(s, replace[k].first, replace[k].second);
 
   while (!s.empty() && s.back() == ' ') s.pop_back();
   static const std::string kEnders = ".!?-,";
   if (s.empty() || kEnders.find(s.back()) == std::string::npos) s += ".";
   return s;
+}
+}  // namespace
+
+std::string punc_norm(const std::string& text) {
+  // tts.py's list; order matters.
+  static const Replacement kReplace[] = {
+      {"...", ", "},         {"\u2026", ", "},   {":", ","},       {" - ", ", "},
+      {";", ", "},           {"\u2014", "-"},    {"\u2013", "-"},  {" ,", ","},
+      {"\u201c", "\""},      {"\u201d", "\""},   {"\u2018", "'"},  {"\u2019", "'"},
+  };
+  return punc_norm_with(text, kReplace, sizeof(kReplace) / sizeof(kReplace[0]));
+}
+
+std::string punc_norm_turbo(const std::string& text) {
+  // tts_turbo.py's list; order matters.
+  static const Replacement kReplace[] = {
+      {"\u2026", ", "}, {":", ","},      {"\u2014", "-"},  {"\u2013", "-"}, {" ,", ","},
+      {"\u201c", "\""}, {"\u201d", "\""}, {"\u2018", "'"},  {"\u2019", "'"},
+  };
+  return punc_norm_with(text, kReplace, sizeof(kReplace) / sizeof(kReplace[0]));
 }
 
 // ------------------------------------------------------------ tokenizer ----

@@ -24,6 +24,10 @@ std::string encode_utf8(const std::u32string& cps);
 // append "." unless the text ends in . ! ? - ,  Empty input gives the
 // reference's fixed sentence.
 std::string punc_norm(const std::string& text);
+// Chatterbox-Turbo's punc_norm (tts_turbo.py): the same steps with a shorter
+// list (no "...", " - " or ";" rules): … -> ", " (after the space collapse),
+// : -> ",", em/en dash -> "-", " ," -> ",", smart quotes -> ASCII.
+std::string punc_norm_turbo(const std::string& text);
 
 // The start/stop text tokens T3 wraps around the ids (T3Config, not looked up
 // in the tokenizer).
