@@ -217,6 +217,7 @@ enum {
   PROP_TOKENS_PER_BUFFER,
   PROP_SPLIT_SENTENCES,
   PROP_TOP_K,
+  PROP_PRECISION,
 };
 
 // Sampling properties of one backbone family only: setting one with a model
@@ -250,6 +251,7 @@ struct _GstT3 {
   gchar* tokenizer;
   gchar* voice;
   gchar* device;
+  gchar* precision;  // weights of the decode GEMMs: f32, bf16, int8
   gboolean greedy;
   gdouble temperature, cfg_weight, min_p, top_p, repetition_penalty, exaggeration;
   gboolean top_p_set;       // top-p given explicitly (else the family's default)
@@ -329,6 +331,7 @@ static gboolean load_model(GstT3* self) {
   std::string tokenizer = self->tokenizer ? self->tokenizer : "";
   std::string voice = self->voice ? self->voice : "";
   std::string device = self->device ? self->device : "cpu";
+  const std::string precision = self->precision ? self->precision : "f32";
   self->family_props_warned = 0;
   GST_OBJECT_UNLOCK(self);
 
@@ -380,16 +383,17 @@ static gboolean load_model(GstT3* self) {
     int64_t text_vocab;
     if (loaded->family == T3Family::Gpt2) {
       loaded->gpt2 = chatterbox::ModelCache::global().get<T3TurboModel>(
-          chatterbox::ModelCache::make_key("t3-gpt2", {model}, "cpu"),
-          [&] { return std::make_shared<const T3TurboModel>(T3TurboModel::load(model)); });
+          chatterbox::ModelCache::make_key("t3-gpt2", {model}, "cpu", precision), [&] {
+            return std::make_shared<const T3TurboModel>(T3TurboModel::load(model).with_precision(precision));
+          });
       text_vocab = loaded->gpt2->config().text_tokens_dict_size;
       if (tokenizer.empty()) tokenizer = dir;  // tokenizer.json or vocab.json + merges.txt beside the model
       stage = "tokenizer '" + tokenizer + "'";
       loaded->bpe_tokenizer.emplace(Gpt2Tokenizer::from_path(tokenizer, text_vocab));
     } else {
       loaded->llama = chatterbox::ModelCache::global().get<T3Model>(
-          chatterbox::ModelCache::make_key("t3", {model}, "cpu"),
-          [&] { return std::make_shared<const T3Model>(T3Model::load(model)); });
+          chatterbox::ModelCache::make_key("t3", {model}, "cpu", precision),
+          [&] { return std::make_shared<const T3Model>(T3Model::load(model).with_precision(precision)); });
       text_vocab = loaded->llama->config().text_tokens_dict_size;
       if (tokenizer.empty()) tokenizer = path_join(dir, "tokenizer.json");
       if (is_dir(tokenizer)) tokenizer = path_join(tokenizer, "tokenizer.json");
@@ -707,7 +711,8 @@ static GstStateChangeReturn gst_t3_change_state(GstElement* element, GstStateCha
 static void gst_t3_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   GstT3* self = GST_T3(object);
   GST_OBJECT_LOCK(self);
-  const bool file = id == PROP_MODEL || id == PROP_TOKENIZER || id == PROP_VOICE || id == PROP_DEVICE;
+  const bool file =
+      id == PROP_MODEL || id == PROP_TOKENIZER || id == PROP_VOICE || id == PROP_DEVICE || id == PROP_PRECISION;
   if (file && !chatterbox::element_is_stopped(GST_ELEMENT(self))) {
     GST_OBJECT_UNLOCK(self);
     chatterbox::warn_load_time_property(GST_ELEMENT(self), pspec);
@@ -721,6 +726,11 @@ static void gst_t3_set_property(GObject* object, guint id, const GValue* value, 
       g_free(self->device);
       self->device = g_value_dup_string(value);
       if (!self->device) self->device = g_strdup("cpu");
+      break;
+    case PROP_PRECISION:
+      g_free(self->precision);
+      self->precision = g_value_dup_string(value);
+      if (!self->precision) self->precision = g_strdup("f32");
       break;
     case PROP_GREEDY: self->greedy = g_value_get_boolean(value); break;
     case PROP_TEMPERATURE: self->temperature = g_value_get_double(value); break;
@@ -762,6 +772,7 @@ static void gst_t3_get_property(GObject* object, guint id, GValue* value, GParam
     case PROP_TOKENIZER: g_value_set_string(value, self->tokenizer); break;
     case PROP_VOICE: g_value_set_string(value, self->voice); break;
     case PROP_DEVICE: g_value_set_string(value, self->device); break;
+    case PROP_PRECISION: g_value_set_string(value, self->precision); break;
     case PROP_GREEDY: g_value_set_boolean(value, self->greedy); break;
     case PROP_TEMPERATURE: g_value_set_double(value, self->temperature); break;
     case PROP_CFG_WEIGHT: g_value_set_double(value, self->cfg_weight); break;
@@ -786,6 +797,7 @@ static void gst_t3_finalize(GObject* object) {
   g_free(self->tokenizer);
   g_free(self->voice);
   g_free(self->device);
+  g_free(self->precision);
   G_OBJECT_CLASS(gst_t3_parent_class)->finalize(object);
 }
 
@@ -834,6 +846,14 @@ static void gst_t3_class_init(GstT3Class* klass) {
                           "Where T3 runs: 'cpu' (the only device the T3 model supports; anything else is refused "
                           "when the element goes to READY). Changeable in the NULL state only.",
                           "cpu", files));
+  g_object_class_install_property(gobject_class, PROP_PRECISION,
+      g_param_spec_string("precision", "Precision",
+                          "Weights of the backbone's linear layers and the speech head, which every decode step "
+                          "reads once: 'f32' (the checkpoint's), 'bf16' (half the bytes) or 'int8' (weight-only, "
+                          "one float scale per output row: a quarter of the bytes). Sums stay in float32; the "
+                          "accuracy cost on full-size weights is in bench/results. Both backbones. Elements naming "
+                          "the same file and precision share one copy. Changeable in the NULL state only.",
+                          "f32", files));
   g_object_class_install_property(gobject_class, PROP_GREEDY,
       g_param_spec_boolean("greedy", "Greedy",
                            "Take the most probable token at every step (deterministic) instead of sampling",
@@ -916,6 +936,7 @@ static void gst_t3_init(GstT3* self) {
   gst_element_add_pad(GST_ELEMENT(self), self->srcpad);
 
   self->device = g_strdup("cpu");
+  self->precision = g_strdup("f32");
   self->greedy = FALSE;
   self->temperature = DEFAULT_TEMPERATURE;
   self->cfg_weight = DEFAULT_CFG_WEIGHT;

@@ -4,6 +4,7 @@
 #define BOOST_TEST_MODULE t3_element
 #include <boost/test/unit_test.hpp>
 
+#include "elements/t3/model/t3.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "tests/fixtures.h"
 #include "tests/test_util.h"
@@ -476,4 +477,29 @@ BOOST_AUTO_TEST_CASE(seed_reproduces_the_reference_sampled_run) {
   BOOST_REQUIRE(!want.empty());
   Run r = run_texts({kText}, {{"greedy", "false"}, {"seed", "3146"}, {"max-tokens", "20"}});
   BOOST_TEST(r.tokens() == want, boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(precision_runs_the_quantised_model) {
+  using chatterbox::t3::SamplingOptions;
+  using chatterbox::t3::T3Cond;
+  using chatterbox::t3::T3Model;
+  // precision=bf16 / int8 decodes the library's with_precision model: the
+  // same greedy tokens as T3Model::with_precision(...).inference.
+  Checkpoint ck = Checkpoint::open(fixture("t3/t3_tiny.safetensors"));
+  const T3Model f32 = T3Model::from_checkpoint(ck);
+  const T3Cond cond = T3Cond::load(fixture("t3/conds_tiny.safetensors")).with_exaggeration(0.5);
+  SamplingOptions greedy;
+  greedy.greedy = true;
+  for (const char* p : {"bf16", "int8"}) {
+    BOOST_TEST_CONTEXT(p) {
+      std::vector<int32_t> want;
+      for (int64_t t : f32.with_precision(p).inference(ids(ck.get_raw("test.text_ids")), cond, greedy))
+        if (t < 6561) want.push_back(static_cast<int32_t>(t));
+      Run r = run_texts({kText}, {{"precision", p}});
+      BOOST_TEST(r.errors.empty());
+      BOOST_TEST(r.tokens() == want, boost::test_tools::per_element());
+    }
+  }
+  const std::string e = load_error({{"precision", "int4"}});
+  BOOST_TEST(contains(e, "unknown weight precision 'int4' (use f32, bf16 or int8)"), e);
 }

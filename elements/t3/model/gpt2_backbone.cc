@@ -20,14 +20,18 @@ namespace {
 // kernel, which streams each weight once.
 struct Block {
   Tensor ln1_w, ln1_b, ln2_w, ln2_b;
-  Tensor w_qkv, b_qkv;    // attn.c_attn: [3E, E], columns q | k | v of the stored matrix
-  Tensor w_o, b_o;        // attn.c_proj: [E, E]
-  Tensor w_fc, b_fc;      // mlp.c_fc: [I, E]
-  Tensor w_proj, b_proj;  // mlp.c_proj: [E, I]
+  // Float32, or weight-only quantised (Gpt2Backbone::with_precision).
+  kernels::QuantizedWeight w_qkv;   // attn.c_attn: [3E, E], columns q | k | v of the stored matrix
+  kernels::QuantizedWeight w_o;     // attn.c_proj: [E, E]
+  kernels::QuantizedWeight w_fc;    // mlp.c_fc: [I, E]
+  kernels::QuantizedWeight w_proj;  // mlp.c_proj: [E, I]
+  Tensor b_qkv, b_o, b_fc, b_proj;
 };
 
 // y = x W^T + b: the rows kernel for a few rows (decode), BLAS otherwise.
-Tensor affine(const Tensor& x, const Tensor& w, const Tensor& b) { return kernels::rows_matmul_t(x, w).add_(b); }
+Tensor affine(const Tensor& x, const kernels::QuantizedWeight& w, const Tensor& b) {
+  return kernels::rows_matmul_t(x, w).add_(b);
+}
 
 std::string key_of(const Checkpoint& ck, const std::string& name) { return ck.prefix() + name; }
 
@@ -134,7 +138,9 @@ Gpt2Backbone Gpt2Backbone::from_checkpoint(const Checkpoint& ck, const Gpt2Confi
   auto w = std::make_shared<Weights>();
   w->cfg = c;
   // Conv1D [in, out] -> [out, in], once.
-  auto linear_w = [](const Checkpoint& b, const std::string& name) { return b.get(name).t().contiguous(); };
+  auto linear_w = [](const Checkpoint& b, const std::string& name) {
+    return kernels::float_weight(b.get(name).t().contiguous());
+  };
   for (int64_t i = 0; i < c.n_layer; ++i) {
     Checkpoint b = ck.sub("h." + std::to_string(i) + ".");
     Block k;
@@ -175,11 +181,11 @@ Gpt2Backbone Gpt2Backbone::random(const Gpt2Config& c, uint64_t seed) {
   for (int64_t i = 0; i < c.n_layer; ++i) {
     Block k;
     k.ln1_w = ln_w(E), k.ln1_b = normal({E}, 0.05);
-    k.w_qkv = lin(3 * E, E), k.b_qkv = normal({3 * E}, 0.02);
-    k.w_o = lin(E, E), k.b_o = normal({E}, 0.02);
+    k.w_qkv = kernels::float_weight(lin(3 * E, E)), k.b_qkv = normal({3 * E}, 0.02);
+    k.w_o = kernels::float_weight(lin(E, E)), k.b_o = normal({E}, 0.02);
     k.ln2_w = ln_w(E), k.ln2_b = normal({E}, 0.05);
-    k.w_fc = lin(I, E), k.b_fc = normal({I}, 0.02);
-    k.w_proj = lin(E, I), k.b_proj = normal({E}, 0.02);
+    k.w_fc = kernels::float_weight(lin(I, E)), k.b_fc = normal({I}, 0.02);
+    k.w_proj = kernels::float_weight(lin(E, I)), k.b_proj = normal({E}, 0.02);
     w->blocks.push_back(std::move(k));
   }
   w->wpe = normal({c.n_positions, E}, 0.2);
@@ -191,6 +197,21 @@ Gpt2Backbone Gpt2Backbone::random(const Gpt2Config& c, uint64_t seed) {
 }
 
 const Gpt2Config& Gpt2Backbone::config() const { return w_->cfg; }
+
+Gpt2Backbone Gpt2Backbone::with_precision(kernels::WeightFormat f) const {
+  auto w = std::make_shared<Weights>(*w_);  // shares every tensor
+  for (Block& k : w->blocks)
+    for (kernels::QuantizedWeight* q : {&k.w_qkv, &k.w_o, &k.w_fc, &k.w_proj}) *q = kernels::quantize_weight(dequantize(*q), f);
+  Gpt2Backbone g;
+  g.w_ = w;
+  return g;
+}
+
+int64_t Gpt2Backbone::weight_bytes() const {
+  int64_t b = 0;
+  for (const Block& k : w_->blocks) b += k.w_qkv.bytes() + k.w_o.bytes() + k.w_fc.bytes() + k.w_proj.bytes();
+  return b;
+}
 
 // ---------------------------------------------------------------- forward ----
 

@@ -6,6 +6,8 @@
 // L positions gets wpe[L]. No GStreamer here.
 #pragma once
 
+#include "gst-plugins/core/kernels/rows_gemm.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -48,6 +50,10 @@ class Gpt2Backbone {
   static Gpt2Backbone random(const Gpt2Config& config, uint64_t seed);
 
   const Gpt2Config& config() const;
+  // The blocks' four linear layers in another weight precision
+  // (kernels/rows_gemm.h); everything else shared.
+  Gpt2Backbone with_precision(kernels::WeightFormat f) const;
+  int64_t weight_bytes() const;  // of those linear layers
 
   // One pass over a KV cache preallocated for `capacity` positions (at most
   // n_positions); rows of the batch share positions.

@@ -126,10 +126,11 @@ struct Layer {
   Tensor ln1, ln2;   // input_layernorm, post_attention_layernorm [H]
   // nn.Linear layout [out, in]; projections that read the same input are
   // fused into one matrix so a step streams each weight once.
-  Tensor w_qkv;   // [(nh + 2 nkv) d, H]: q_proj | k_proj | v_proj
-  Tensor w_o;     // [H, nh d]
-  Tensor w_gu;    // [2 I, H]: gate_proj | up_proj
-  Tensor w_down;  // [H, I]
+  // Float32, or weight-only quantised (T3Model::with_precision).
+  kernels::QuantizedWeight w_qkv;   // [(nh + 2 nkv) d, H]: q_proj | k_proj | v_proj
+  kernels::QuantizedWeight w_o;     // [H, nh d]
+  kernels::QuantizedWeight w_gu;    // [2 I, H]: gate_proj | up_proj
+  kernels::QuantizedWeight w_down;  // [H, I]
 };
 
 Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
@@ -147,7 +148,8 @@ struct T3Model::Impl {
   std::vector<Layer> layers;
   Tensor norm_w;
   Tensor text_emb, text_pos_emb, speech_emb, speech_pos_emb;
-  Tensor speech_head;  // [V, H]
+  kernels::QuantizedWeight speech_head;  // [V, H]
+  kernels::WeightFormat precision = kernels::WeightFormat::F32;
   // conditioning encoder
   Tensor spkr_w, spkr_b, emo_w;
   Tensor pq, p_ln_w, p_ln_b, p_q_w, p_q_b, p_k_w, p_k_b, p_v_w, p_v_b, p_o_w, p_o_b;
@@ -294,11 +296,12 @@ std::shared_ptr<T3Model::Impl> build_from_checkpoint(const Checkpoint& ck, const
     Layer ly;
     ly.ln1 = lc.get("input_layernorm.weight", {H});
     ly.ln2 = lc.get("post_attention_layernorm.weight", {H});
-    ly.w_qkv = at::cat({lc.get("self_attn.q_proj.weight", {nh * d, H}), lc.get("self_attn.k_proj.weight", {nkv * d, H}),
-                        lc.get("self_attn.v_proj.weight", {nkv * d, H})}, 0);
-    ly.w_o = lc.get("self_attn.o_proj.weight", {H, nh * d}).contiguous();
-    ly.w_gu = at::cat({lc.get("mlp.gate_proj.weight", {I, H}), lc.get("mlp.up_proj.weight", {I, H})}, 0);
-    ly.w_down = lc.get("mlp.down_proj.weight", {H, I}).contiguous();
+    ly.w_qkv = kernels::float_weight(at::cat({lc.get("self_attn.q_proj.weight", {nh * d, H}),
+                                              lc.get("self_attn.k_proj.weight", {nkv * d, H}),
+                                              lc.get("self_attn.v_proj.weight", {nkv * d, H})}, 0));
+    ly.w_o = kernels::float_weight(lc.get("self_attn.o_proj.weight", {H, nh * d}));
+    ly.w_gu = kernels::float_weight(at::cat({lc.get("mlp.gate_proj.weight", {I, H}), lc.get("mlp.up_proj.weight", {I, H})}, 0));
+    ly.w_down = kernels::float_weight(lc.get("mlp.down_proj.weight", {H, I}));
     m->layers.push_back(std::move(ly));
   }
   const std::string extra = "tfmr.layers." + std::to_string(L.num_hidden_layers) + ".input_layernorm.weight";
@@ -310,7 +313,7 @@ std::shared_ptr<T3Model::Impl> build_from_checkpoint(const Checkpoint& ck, const
   m->text_pos_emb = ck.get("text_pos_emb.emb.weight", {cfg.max_text_tokens + 2, H});
   m->speech_emb = ck.get("speech_emb.weight", {cfg.speech_tokens_dict_size, H});
   m->speech_pos_emb = ck.get("speech_pos_emb.emb.weight", {cfg.max_speech_tokens + 4, H});
-  m->speech_head = ck.get("speech_head.weight", {cfg.speech_tokens_dict_size, H}).contiguous();
+  m->speech_head = kernels::float_weight(ck.get("speech_head.weight", {cfg.speech_tokens_dict_size, H}));
   Checkpoint ce = ck.sub("cond_enc.");
   m->spkr_w = ce.get("spkr_enc.weight", {H, cfg.speaker_embed_size});
   m->spkr_b = ce.get("spkr_enc.bias", {H});
@@ -366,10 +369,10 @@ T3Model T3Model::random(const T3Config& config, uint64_t seed) {
     Layer ly;
     ly.ln1 = norm_w(H);
     ly.ln2 = norm_w(H);
-    ly.w_qkv = lin((nh + 2 * nkv) * d, H);
-    ly.w_o = lin(H, nh * d);
-    ly.w_gu = lin(2 * I, H);
-    ly.w_down = lin(H, I);
+    ly.w_qkv = kernels::float_weight(lin((nh + 2 * nkv) * d, H));
+    ly.w_o = kernels::float_weight(lin(H, nh * d));
+    ly.w_gu = kernels::float_weight(lin(2 * I, H));
+    ly.w_down = kernels::float_weight(lin(H, I));
     m->layers.push_back(std::move(ly));
   }
   m->norm_w = norm_w(H);
@@ -377,7 +380,7 @@ T3Model T3Model::random(const T3Config& config, uint64_t seed) {
   m->text_pos_emb = normal({cfg.max_text_tokens + 2, H}, 0.2);
   m->speech_emb = normal({cfg.speech_tokens_dict_size, H}, 0.5);
   m->speech_pos_emb = normal({cfg.max_speech_tokens + 4, H}, 0.2);
-  m->speech_head = lin(cfg.speech_tokens_dict_size, H) * 2.0;
+  m->speech_head = kernels::float_weight(lin(cfg.speech_tokens_dict_size, H) * 2.0);
   m->spkr_w = normal({H, cfg.speaker_embed_size}, 8.0 / std::sqrt(static_cast<double>(cfg.speaker_embed_size)));
   m->spkr_b = normal({H}, 0.02);
   m->emo_w = normal({H, 1}, 1.0);
@@ -393,6 +396,31 @@ T3Model T3Model::random(const T3Config& config, uint64_t seed) {
 }
 
 const T3Config& T3Model::config() const { return impl_->cfg; }
+
+T3Model T3Model::with_precision(const std::string& precision) const {
+  const kernels::WeightFormat f = kernels::parse_weight_format(precision);
+  if (f == impl_->precision) return *this;
+  if (impl_->precision != kernels::WeightFormat::F32)
+    throw ModelError("T3: quantise from the float32 model (this one is already " +
+                     std::string(kernels::weight_format_name(impl_->precision)) + ")");
+  auto m = std::make_shared<Impl>(*impl_);  // shares every tensor
+  for (Layer& ly : m->layers)
+    for (kernels::QuantizedWeight* w : {&ly.w_qkv, &ly.w_o, &ly.w_gu, &ly.w_down})
+      *w = kernels::quantize_weight(w->data, f);
+  m->speech_head = kernels::quantize_weight(m->speech_head.data, f);
+  m->precision = f;
+  T3Model t;
+  t.impl_ = m;
+  return t;
+}
+
+const char* T3Model::precision() const { return kernels::weight_format_name(impl_->precision); }
+
+int64_t T3Model::decode_weight_bytes() const {
+  int64_t b = impl_->speech_head.bytes();
+  for (const Layer& ly : impl_->layers) b += ly.w_qkv.bytes() + ly.w_o.bytes() + ly.w_gu.bytes() + ly.w_down.bytes();
+  return b;
+}
 
 // ---------------------------------------------------------------- stages ----
 

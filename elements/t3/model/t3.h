@@ -133,6 +133,16 @@ class T3Model {
 
   const T3Config& config() const;
 
+  // The same model with the backbone's linear layers and the speech head in
+  // another weight precision: "f32" (this model), "bf16" or "int8"
+  // (weight-only, per-output-row scales; kernels/rows_gemm.h). Decode steps
+  // then read 2x / 4x fewer bytes; the other tensors are shared. A ModelError
+  // for an unknown name.
+  T3Model with_precision(const std::string& precision) const;
+  const char* precision() const;
+  // Bytes of the weights a decode step reads (backbone linears + head).
+  int64_t decode_weight_bytes() const;
+
   // ---- stages (each usable on its own; used by the tests) ----
   // prepare_conditioning: [1, cond_len, H].
   at::Tensor cond_embedding(const T3Cond& cond) const;

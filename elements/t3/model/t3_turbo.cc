@@ -19,7 +19,9 @@ struct T3TurboModel::Impl {
   T3TurboConfig cfg;
   Gpt2Backbone tfmr;
   Tensor text_emb, speech_emb;          // [V_text, E], [V_speech, E]
-  Tensor speech_head_w, speech_head_b;  // [V_speech, E], [V_speech]
+  kernels::QuantizedWeight speech_head_w;  // [V_speech, E]
+  Tensor speech_head_b;                   // [V_speech]
+  kernels::WeightFormat precision = kernels::WeightFormat::F32;
   Tensor spkr_w, spkr_b;                // cond_enc.spkr_enc: [E, 256], [E]
 };
 
@@ -132,7 +134,7 @@ T3TurboModel T3TurboModel::from_checkpoint(const Checkpoint& ckpt) {
   m->tfmr = Gpt2Backbone::from_checkpoint(ck.sub("tfmr."), cfg.gpt2);
   m->text_emb = ck.get("text_emb.weight");
   m->speech_emb = ck.get("speech_emb.weight");
-  m->speech_head_w = ck.get("speech_head.weight");
+  m->speech_head_w = kernels::float_weight(ck.get("speech_head.weight"));
   m->speech_head_b = ck.get("speech_head.bias");
   m->spkr_w = ck.get("cond_enc.spkr_enc.weight");
   m->spkr_b = ck.get("cond_enc.spkr_enc.bias");
@@ -153,7 +155,7 @@ T3TurboModel T3TurboModel::random(const T3TurboConfig& cfg, uint64_t seed) {
   const int64_t E = cfg.gpt2.n_embd;
   m->text_emb = normal({cfg.text_tokens_dict_size, E}, 0.5);
   m->speech_emb = normal({cfg.speech_tokens_dict_size, E}, 0.5);
-  m->speech_head_w = normal({cfg.speech_tokens_dict_size, E}, 2.0 / std::sqrt(static_cast<double>(E)));
+  m->speech_head_w = kernels::float_weight(normal({cfg.speech_tokens_dict_size, E}, 2.0 / std::sqrt(static_cast<double>(E))));
   m->speech_head_b = normal({cfg.speech_tokens_dict_size}, 0.02);
   m->spkr_w = normal({E, cfg.speaker_embed_size}, 8.0 / std::sqrt(static_cast<double>(cfg.speaker_embed_size)));
   m->spkr_b = normal({E}, 0.02);
@@ -164,6 +166,24 @@ T3TurboModel T3TurboModel::random(const T3TurboConfig& cfg, uint64_t seed) {
 
 const T3TurboConfig& T3TurboModel::config() const { return impl_->cfg; }
 const Gpt2Backbone& T3TurboModel::backbone_model() const { return impl_->tfmr; }
+
+T3TurboModel T3TurboModel::with_precision(const std::string& precision) const {
+  const kernels::WeightFormat f = kernels::parse_weight_format(precision);
+  if (f == impl_->precision) return *this;
+  if (impl_->precision != kernels::WeightFormat::F32)
+    throw ModelError("T3 Turbo: quantise from the float32 model (this one is already " +
+                     std::string(kernels::weight_format_name(impl_->precision)) + ")");
+  auto m = std::make_shared<Impl>(*impl_);
+  m->tfmr = impl_->tfmr.with_precision(f);
+  m->speech_head_w = kernels::quantize_weight(impl_->speech_head_w.data, f);
+  m->precision = f;
+  T3TurboModel t(*this);
+  t.impl_ = m;
+  return t;
+}
+
+const char* T3TurboModel::precision() const { return kernels::weight_format_name(impl_->precision); }
+int64_t T3TurboModel::decode_weight_bytes() const { return impl_->tfmr.weight_bytes() + impl_->speech_head_w.bytes(); }
 
 // -------------------------------------------------------------- stages ----
 

@@ -73,6 +73,12 @@ class T3TurboModel {
   static T3TurboModel random(const T3TurboConfig& config, uint64_t seed);
 
   const T3TurboConfig& config() const;
+  // The same model with the backbone's linear layers and the speech head in
+  // another weight precision ("f32", "bf16", "int8": weight-only, per-row
+  // scales; kernels/rows_gemm.h); embeddings and norms shared.
+  T3TurboModel with_precision(const std::string& precision) const;
+  const char* precision() const;
+  int64_t decode_weight_bytes() const;  // read per decode step
   const Gpt2Backbone& backbone_model() const;
 
   // ---- stages (each usable on its own; used by the tests) ----

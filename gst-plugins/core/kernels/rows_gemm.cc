@@ -193,16 +193,17 @@ at::Tensor rows_product(CpuPath path, const at::Tensor& x_in, const QuantizedWei
   return y;
 }
 
-QuantizedWeight view_f32(const at::Tensor& W) {
+}  // namespace
+
+QuantizedWeight float_weight(const at::Tensor& W) {
+  TORCH_CHECK(W.dim() == 2, "float_weight: expected a [N, K] weight");
   QuantizedWeight q;
   q.format = WeightFormat::F32;
-  q.data = W;
+  q.data = W.to(at::kCPU, at::kFloat).contiguous();
   q.n = W.size(0);
   q.k = W.size(1);
   return q;
 }
-
-}  // namespace
 
 WeightFormat parse_weight_format(const std::string& s) {
   if (s == "f32") return WeightFormat::F32;
@@ -263,7 +264,7 @@ at::Tensor rows_matmul_t(const at::Tensor& x, const at::Tensor& W) {
   if (!rows_kernel_available(M) || !W.is_contiguous() || W.scalar_type() != at::kFloat || !W.device().is_cpu() ||
       x.scalar_type() != at::kFloat)
     return at::linear(x, W);
-  return rows_product(cpu_path(), x, view_f32(W));
+  return rows_product(cpu_path(), x, float_weight(W));
 }
 
 at::Tensor rows_matmul_t(const at::Tensor& x, const QuantizedWeight& W) {

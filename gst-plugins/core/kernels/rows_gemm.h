@@ -27,6 +27,9 @@ struct QuantizedWeight {
   int64_t bytes() const;  // of data and scale
 };
 
+// A float32 weight as it is (no copy when already contiguous float32 CPU).
+QuantizedWeight float_weight(const at::Tensor& W);
+
 // W [N, K] float -> the format. int8: symmetric per output row, scale =
 // max|w| / 127, q = round-half-even(w / scale) (an all-zero row gets scale 1).
 // bf16: round to nearest even.
