@@ -1,5 +1,6 @@
 #include "elements/t3/model/t3.h"
 
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/kernels/rows_gemm.h"
 #include "gst-plugins/core/checkpoint.h"
 
@@ -574,6 +575,7 @@ T3Generator& T3Generator::operator=(T3Generator&&) noexcept = default;
 
 void T3Generator::start(const std::vector<int64_t>& text_ids, const T3Cond& cond) {
   c10::NoGradGuard ng;
+  ComputeThreads threads;  // one OpenMP thread; GEMMs: our pool and OpenBLAS's (compute_threads.h)
   Impl& g = *impl_;
   const T3Model::Impl& m = g.model.impl();
   const T3Config& cfg = m.cfg;
@@ -597,6 +599,7 @@ void T3Generator::start(const std::vector<int64_t>& text_ids, const T3Cond& cond
 
 int64_t T3Generator::next_token() {
   c10::NoGradGuard ng;
+  ComputeThreads threads;  // one OpenMP thread; GEMMs: our pool and OpenBLAS's (compute_threads.h)
   Impl& g = *impl_;
   if (!g.started) throw ModelError("T3Generator: next_token() before start()");
   if (g.done) return -1;

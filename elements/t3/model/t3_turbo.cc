@@ -1,6 +1,7 @@
 #include "elements/t3/model/t3_turbo.h"
 
 #include "gst-plugins/core/checkpoint.h"
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/kernels/rows_gemm.h"
 
 #include <ATen/ATen.h>
@@ -328,6 +329,7 @@ Tensor head(const T3TurboModel::Impl& m, const Tensor& hidden) {
 
 void T3TurboGenerator::start(const std::vector<int64_t>& text_ids, const T3Cond& cond) {
   c10::NoGradGuard ng;
+  ComputeThreads threads;  // one OpenMP thread; GEMMs: our pool and OpenBLAS's (compute_threads.h)
   Impl& g = *impl_;
   const T3TurboModel::Impl& m = g.model.impl();
   Tensor x = prefill_embeds_impl(m, text_ids, cond);
@@ -349,6 +351,7 @@ void T3TurboGenerator::start(const std::vector<int64_t>& text_ids, const T3Cond&
 
 int64_t T3TurboGenerator::next_token() {
   c10::NoGradGuard ng;
+  ComputeThreads threads;  // one OpenMP thread; GEMMs: our pool and OpenBLAS's (compute_threads.h)
   Impl& g = *impl_;
   if (!g.started) throw ModelError("T3TurboGenerator: next_token() before start()");
   if (g.done) return -1;
