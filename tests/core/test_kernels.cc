@@ -28,7 +28,8 @@ namespace {
 std::vector<CpuPath> paths_here() {
   std::vector<CpuPath> p{CpuPath::Generic};
   if (static_cast<int>(detected_cpu_path()) >= static_cast<int>(CpuPath::Avx2)) p.push_back(CpuPath::Avx2);
-  if (detected_cpu_path() == CpuPath::Avx512) p.push_back(CpuPath::Avx512);
+  if (detected_cpu_path() >= CpuPath::Avx512) p.push_back(CpuPath::Avx512);
+  if (detected_cpu_path() >= CpuPath::Avx512Vnni) p.push_back(CpuPath::Avx512Vnni);
   return p;
 }
 
@@ -48,7 +49,8 @@ BOOST_AUTO_TEST_CASE(quantisers_round_within_their_bounds) {
   W[5].zero_();  // an all-zero row: scale 1, codes 0
   QuantizedWeight q8 = quantize_weight(W, WeightFormat::Int8);
   BOOST_TEST(q8.data.scalar_type() == at::kChar);
-  BOOST_TEST(q8.bytes() == 37 * 91 + 37 * 4);
+  BOOST_TEST(q8.bytes() == 37 * 91 + 37 * 4 + 37 * 4);  // codes, scales, code sums
+  BOOST_TEST(q8.rowsum[7].item<int>() == q8.data[7].to(at::kInt).sum().item<int>());
   BOOST_TEST(q8.data.abs().max().item<int>() <= 127);
   BOOST_TEST(q8.scale[5].item<float>() == 1.0f);
   // Round to nearest: at most half a step (plus the float32 rounding of the
@@ -77,6 +79,18 @@ BOOST_AUTO_TEST_CASE(every_body_and_format_matches_float64) {
           QuantizedWeight q = quantize_weight(W, fmt);
           at::Tensor got = rows_matmul_t_on(path, x, q);
           BOOST_REQUIRE(got.sizes() == at::IntArrayRef({M, 1, nk.first}));
+          if (fmt == WeightFormat::Int8 && path == CpuPath::Avx512Vnni) {
+            // Integer sums are exact; x is rounded to 16 bits per row
+            // (|x - x'| <= s / 2, s = max|x| / 32767), then one float rounding:
+            // |y - y*| <= s / 2 * sum|w| + 2^-23 |y*| with w the stored weights.
+            at::Tensor xd = x.to(at::kDouble).reshape({M, nk.second}), wd = dequantize(q).to(at::kDouble);
+            at::Tensor exact = at::matmul(xd, wd.t());
+            at::Tensor s = std::get<0>(xd.abs().max(1, true)) / 32767.0;  // [M, 1]
+            at::Tensor bound = s / 2 * wd.abs().sum(1).unsqueeze(0) + std::ldexp(1.0, -23) * exact.abs() + 1e-30;
+            const double r = ((got.to(at::kDouble).reshape({M, nk.first}) - exact).abs() / bound).max().item<double>();
+            BOOST_TEST(r <= 1.0, "int8 VNNI, M " << M << " N " << nk.first << " K " << nk.second << ": " << r);
+            continue;
+          }
           // Against the exact product with the weights as stored (the
           // quantisation itself is the other test's business); the int8
           // scale multiply is one more rounding.

@@ -72,9 +72,10 @@ BOOST_AUTO_TEST_CASE(llama_t3_in_each_precision) {
     T3Model q = f32.with_precision(b.precision);
     BOOST_TEST(std::string(q.precision()) == b.precision);
     const double ratio = static_cast<double>(q.decode_weight_bytes()) / f32.decode_weight_bytes();
-    // bf16: 2 of 4 bytes; int8: 1 byte a weight + a 4-byte scale a row of
-    // K weights, (K + 4) / 4K: 0.28 at the tiny models' K = 32, 0.251 at 1024.
-    BOOST_TEST(ratio <= (std::string(b.precision) == "bf16" ? 0.5 : 0.29), b.precision << ": bytes ratio " << ratio);
+    // bf16: 2 of 4 bytes; int8: 1 byte a weight + a 4-byte scale and a
+    // 4-byte code sum a row of K weights, (K + 8) / 4K: 0.31 at the tiny
+    // models' K = 32, 0.252 at 1024.
+    BOOST_TEST(ratio <= (std::string(b.precision) == "bf16" ? 0.5 : 0.32), b.precision << ": bytes ratio " << ratio);
     const double e = rel_l2(last_logits(q), ref);
     const std::vector<int64_t> tokens = q.inference(text, cond, greedy);
     std::cout << "llama " << b.precision << ": prefill logits rel-L2 " << e << ", greedy tokens agreeing "

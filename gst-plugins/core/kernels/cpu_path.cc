@@ -12,7 +12,10 @@ CpuPath detected_cpu_path() {
   static const CpuPath detected = [] {
     __builtin_cpu_init();
     const bool fma = __builtin_cpu_supports("fma");
-    if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return CpuPath::Avx512;
+    if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
+      if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni")) return CpuPath::Avx512Vnni;
+      return CpuPath::Avx512;
+    }
     if (fma && __builtin_cpu_supports("avx2")) return CpuPath::Avx2;
     return CpuPath::Generic;
   }();
@@ -24,6 +27,7 @@ CpuPath detected_cpu_path() {
 
 const char* cpu_path_name(CpuPath p) {
   switch (p) {
+    case CpuPath::Avx512Vnni: return "avx512vnni";
     case CpuPath::Avx512: return "avx512";
     case CpuPath::Avx2: return "avx2";
     default: return "generic";
@@ -42,8 +46,10 @@ CpuPath cpu_path() {
       asked = CpuPath::Avx2;
     else if (std::strcmp(e, "avx512") == 0)
       asked = CpuPath::Avx512;
+    else if (std::strcmp(e, "avx512vnni") == 0)
+      asked = CpuPath::Avx512Vnni;
     else {
-      std::fprintf(stderr, "chatterbox: ignoring CHATTERBOX_CPU=%s (use generic, avx2 or avx512); kernels: %s\n", e,
+      std::fprintf(stderr, "chatterbox: ignoring CHATTERBOX_CPU=%s (use generic, avx2, avx512 or avx512vnni); kernels: %s\n", e,
                    cpu_path_name(detected));
       return detected;
     }

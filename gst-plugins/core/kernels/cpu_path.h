@@ -3,10 +3,12 @@
 // packed_conv.h).
 //
 // The path is chosen once per process from cpuid, and can be lowered (never
-// raised) with the environment variable CHATTERBOX_CPU=generic|avx2|avx512:
+// raised) with the environment variable
+// CHATTERBOX_CPU=generic|avx2|avx512|avx512vnni:
 //  - generic: no hand-written SIMD; every kernel falls back to LibTorch/BLAS.
 //  - avx2:    AVX2 + FMA bodies.
 //  - avx512:  AVX-512 F/VL bodies (and AVX2 where a kernel has no AVX-512 one).
+//  - avx512vnni: also the AVX-512 VNNI integer dot products (int8 decode).
 // The test command runs the model suites again with CHATTERBOX_CPU=generic,
 // so the fallback a CPU without AVX-512 (or without AVX2) takes is tested on
 // any machine.
@@ -16,7 +18,7 @@
 
 namespace chatterbox::kernels {
 
-enum class CpuPath { Generic = 0, Avx2 = 1, Avx512 = 2 };
+enum class CpuPath { Generic = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3 };
 
 // What this CPU supports (cpuid), ignoring CHATTERBOX_CPU.
 CpuPath detected_cpu_path();

@@ -159,7 +159,7 @@ void packed_gemm_accumulate_on(CpuPath path, const PackedLinear& w, const float*
                   static_cast<int>(path) <= static_cast<int>(detected_cpu_path()),
               "packed_gemm_accumulate: no packed kernel for path ", cpu_path_name(path), " on this CPU");
 #ifdef PACKED_GEMM_X86
-  const bool wide = path == CpuPath::Avx512;
+  const bool wide = path >= CpuPath::Avx512;
   const int64_t step = wide ? kMaxRows512 : kMaxRows256;
   // Threads (the compute_threads() setting) split the output panels when the
   // product is worth waking a worker (~4M multiply-adds, ~0.3 ms); an

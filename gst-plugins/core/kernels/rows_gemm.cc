@@ -55,6 +55,7 @@ void rows_scalar(const T* W, const float* scale, const float* x, float* y, int M
 #ifdef ROWS_HAVE_X86
 #define ROWS_AVX2 __attribute__((target("avx2,fma")))
 #define ROWS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+#define ROWS_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
 
 ROWS_AVX2 inline float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -86,14 +87,26 @@ ROWS_AVX512 inline __m512 load16(const uint16_t* w) {
 template <int M, typename T>
 ROWS_AVX2 void rows_avx2(const T* W, const float* scale, const float* x, float* y, int64_t N, int64_t K, int64_t n0,
                          int64_t n1) {
-  const int64_t K8 = K & ~int64_t(7);
+  // Two chain sets need 4M + 4 + 2 ymm registers: only up to 2 rows fit in 16.
+  const int64_t K16 = M <= 2 ? K & ~int64_t(15) : 0, K8 = K & ~int64_t(7);
   int64_t n = n0;
   for (; n + 2 <= n1; n += 2) {
     const T* w0 = W + n * K;
     const T* w1 = w0 + K;
-    __m256 a0[M], a1[M];
-    for (int m = 0; m < M; ++m) a0[m] = a1[m] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < K8; k += 8) {
+    __m256 a0[M], a1[M], b0[M], b1[M];  // two sets of chains, as rows_avx512
+    for (int m = 0; m < M; ++m) a0[m] = a1[m] = b0[m] = b1[m] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k < K16; k += 16) {
+      const __m256 v0 = load8(w0 + k), v1 = load8(w1 + k), u0 = load8(w0 + k + 8), u1 = load8(w1 + k + 8);
+      for (int m = 0; m < M; ++m) {
+        const __m256 xv = _mm256_loadu_ps(x + m * K + k), xu = _mm256_loadu_ps(x + m * K + k + 8);
+        a0[m] = _mm256_fmadd_ps(v0, xv, a0[m]);
+        a1[m] = _mm256_fmadd_ps(v1, xv, a1[m]);
+        b0[m] = _mm256_fmadd_ps(u0, xu, b0[m]);
+        b1[m] = _mm256_fmadd_ps(u1, xu, b1[m]);
+      }
+    }
+    for (; k < K8; k += 8) {
       const __m256 v0 = load8(w0 + k), v1 = load8(w1 + k);
       for (int m = 0; m < M; ++m) {
         const __m256 xv = _mm256_loadu_ps(x + m * K + k);
@@ -102,6 +115,8 @@ ROWS_AVX2 void rows_avx2(const T* W, const float* scale, const float* x, float* 
       }
     }
     for (int m = 0; m < M; ++m) {
+      a0[m] = _mm256_add_ps(a0[m], b0[m]);
+      a1[m] = _mm256_add_ps(a1[m], b1[m]);
       float s0 = hsum256(a0[m]), s1 = hsum256(a1[m]);
       for (int64_t k = K8; k < K; ++k) s0 += widen(w0[k]) * x[m * K + k], s1 += widen(w1[k]) * x[m * K + k];
       y[m * N + n] = scale ? s0 * scale[n] : s0;
@@ -111,17 +126,32 @@ ROWS_AVX2 void rows_avx2(const T* W, const float* scale, const float* x, float* 
   if (n < n1) rows_scalar(W, scale, x, y, M, N, K, n, n1);
 }
 
+// Two accumulator sets (even and odd 16-column steps): twice the
+// independent FMA chains, so one or two rows are not bound by the FMA
+// latency (4 chains of 4 cycles each had left the loads waiting).
 template <int M, typename T>
 ROWS_AVX512 void rows_avx512(const T* W, const float* scale, const float* x, float* y, int64_t N, int64_t K,
                              int64_t n0, int64_t n1) {
-  const int64_t K16 = K & ~int64_t(15);
+  const int64_t K32 = K & ~int64_t(31), K16 = K & ~int64_t(15);
   int64_t n = n0;
   for (; n + 2 <= n1; n += 2) {
     const T* w0 = W + n * K;
     const T* w1 = w0 + K;
-    __m512 a0[M], a1[M];
-    for (int m = 0; m < M; ++m) a0[m] = a1[m] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K16; k += 16) {
+    __m512 a0[M], a1[M], b0[M], b1[M];
+    for (int m = 0; m < M; ++m) a0[m] = a1[m] = b0[m] = b1[m] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k < K32; k += 32) {
+      const __m512 v0 = load16(w0 + k), v1 = load16(w1 + k);
+      const __m512 u0 = load16(w0 + k + 16), u1 = load16(w1 + k + 16);
+      for (int m = 0; m < M; ++m) {
+        const __m512 xv = _mm512_loadu_ps(x + m * K + k), xu = _mm512_loadu_ps(x + m * K + k + 16);
+        a0[m] = _mm512_fmadd_ps(v0, xv, a0[m]);
+        a1[m] = _mm512_fmadd_ps(v1, xv, a1[m]);
+        b0[m] = _mm512_fmadd_ps(u0, xu, b0[m]);
+        b1[m] = _mm512_fmadd_ps(u1, xu, b1[m]);
+      }
+    }
+    for (; k < K16; k += 16) {
       const __m512 v0 = load16(w0 + k), v1 = load16(w1 + k);
       for (int m = 0; m < M; ++m) {
         const __m512 xv = _mm512_loadu_ps(x + m * K + k);
@@ -130,6 +160,8 @@ ROWS_AVX512 void rows_avx512(const T* W, const float* scale, const float* x, flo
       }
     }
     for (int m = 0; m < M; ++m) {
+      a0[m] = _mm512_add_ps(a0[m], b0[m]);
+      a1[m] = _mm512_add_ps(a1[m], b1[m]);
       float s0 = _mm512_reduce_add_ps(a0[m]), s1 = _mm512_reduce_add_ps(a1[m]);
       for (int64_t k = K16; k < K; ++k) s0 += widen(w0[k]) * x[m * K + k], s1 += widen(w1[k]) * x[m * K + k];
       y[m * N + n] = scale ? s0 * scale[n] : s0;
@@ -138,13 +170,86 @@ ROWS_AVX512 void rows_avx512(const T* W, const float* scale, const float* x, flo
   }
   if (n < n1) rows_scalar(W, scale, x, y, M, N, K, n, n1);
 }
+// x rows rounded to 16 bits for the VNNI body: xq = round(x / s) in
+// [-32767, 32767], stored offset by 32768 as two unsigned bytes (hi, lo), so
+// that sum_k xq w = 256 dot(hi, w) + dot(lo, w) - 32768 rowsum(w).
+struct X16 {
+  std::vector<uint8_t> hi, lo;  // [M][K]
+  std::vector<double> scale;    // [M]
+};
+X16 split_rows(const float* x, int M, int64_t K) {
+  X16 q;
+  q.hi.resize(M * K);
+  q.lo.resize(M * K);
+  q.scale.resize(M);
+  for (int m = 0; m < M; ++m) {
+    const float* xm = x + m * K;
+    double amax = 0;
+    for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(static_cast<double>(xm[k])));
+    const double s = amax > 0 ? amax / 32767.0 : 1.0;
+    q.scale[m] = s;
+    for (int64_t k = 0; k < K; ++k) {
+      const long v = std::lrint(xm[k] / s) + 32768;  // in [1, 65535]
+      q.hi[m * K + k] = static_cast<uint8_t>(v >> 8);
+      q.lo[m * K + k] = static_cast<uint8_t>(v & 255);
+    }
+  }
+  return q;
+}
+
+ROWS_VNNI inline int64_t hsum_epi32(__m512i v) { return _mm512_reduce_add_epi32(v); }
+
+// Two output rows per step; 64 codes per instruction and x byte plane;
+// lanes past K are loaded as zeros (masked), contributing nothing.
+template <int M>
+ROWS_VNNI void rows_vnni(const int8_t* W, const float* scale, const int32_t* rowsum, const X16& xq, float* y,
+                         int64_t N, int64_t K, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; n += 2) {
+    const bool pair = n + 1 < n1;
+    const int8_t* w0 = W + n * K;
+    const int8_t* w1 = pair ? w0 + K : w0;
+    __m512i h0[M], l0[M], h1[M], l1[M];
+    for (int m = 0; m < M; ++m) h0[m] = l0[m] = h1[m] = l1[m] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < K; k += 64) {
+      const __mmask64 mask = K - k >= 64 ? ~__mmask64(0) : (__mmask64(1) << (K - k)) - 1;
+      const __m512i v0 = _mm512_maskz_loadu_epi8(mask, w0 + k), v1 = _mm512_maskz_loadu_epi8(mask, w1 + k);
+      for (int m = 0; m < M; ++m) {
+        const __m512i xh = _mm512_maskz_loadu_epi8(mask, xq.hi.data() + m * K + k);
+        const __m512i xl = _mm512_maskz_loadu_epi8(mask, xq.lo.data() + m * K + k);
+        h0[m] = _mm512_dpbusd_epi32(h0[m], xh, v0);
+        l0[m] = _mm512_dpbusd_epi32(l0[m], xl, v0);
+        h1[m] = _mm512_dpbusd_epi32(h1[m], xh, v1);
+        l1[m] = _mm512_dpbusd_epi32(l1[m], xl, v1);
+      }
+    }
+    for (int m = 0; m < M; ++m) {
+      // Exact integer sum of xq * w (int64: 256 dot(hi, w) can pass 2^31).
+      const int64_t d0 = 256 * hsum_epi32(h0[m]) + hsum_epi32(l0[m]) - 32768 * static_cast<int64_t>(rowsum[n]);
+      y[m * N + n] = static_cast<float>(static_cast<double>(d0) * xq.scale[m] * scale[n]);
+      if (pair) {
+        const int64_t d1 = 256 * hsum_epi32(h1[m]) + hsum_epi32(l1[m]) - 32768 * static_cast<int64_t>(rowsum[n + 1]);
+        y[m * N + n + 1] = static_cast<float>(static_cast<double>(d1) * xq.scale[m] * scale[n + 1]);
+      }
+    }
+  }
+}
+
+void run_vnni(const int8_t* W, const float* scale, const int32_t* rowsum, const X16& xq, float* y, int M, int64_t N,
+              int64_t K, int64_t n0, int64_t n1) {
+  switch (M) {
+    case 1: return rows_vnni<1>(W, scale, rowsum, xq, y, N, K, n0, n1);
+    case 2: return rows_vnni<2>(W, scale, rowsum, xq, y, N, K, n0, n1);
+    case 3: return rows_vnni<3>(W, scale, rowsum, xq, y, N, K, n0, n1);
+    default: return rows_vnni<4>(W, scale, rowsum, xq, y, N, K, n0, n1);
+  }
+}
 #endif
 
 template <typename T>
 void run_rows(CpuPath path, const T* W, const float* scale, const float* x, float* y, int M, int64_t N, int64_t K,
               int64_t n0, int64_t n1) {
 #ifdef ROWS_HAVE_X86
-  if (path == CpuPath::Avx512) {
+  if (path >= CpuPath::Avx512) {
     switch (M) {
       case 1: return rows_avx512<1>(W, scale, x, y, N, K, n0, n1);
       case 2: return rows_avx512<2>(W, scale, x, y, N, K, n0, n1);
@@ -180,6 +285,17 @@ at::Tensor rows_product(CpuPath path, const at::Tensor& x_in, const QuantizedWei
   float* yp = y.data_ptr<float>();
   const float* sp = w.format == WeightFormat::Int8 ? w.scale.data_ptr<float>() : nullptr;
   const int parts = N * K >= (int64_t{1} << 20) ? compute_threads() : 1;
+#ifdef ROWS_HAVE_X86
+  if (w.format == WeightFormat::Int8 && path >= CpuPath::Avx512Vnni) {
+    const X16 xq = split_rows(xp, M, K);
+    const int8_t* wp = w.data.data_ptr<int8_t>();
+    const int32_t* rs = w.rowsum.data_ptr<int32_t>();
+    run_parallel(parts, (N + 1) / 2, [&](int64_t u0, int64_t u1) {
+      run_vnni(wp, sp, rs, xq, yp, M, N, K, 2 * u0, std::min(N, 2 * u1));
+    });
+    return y;
+  }
+#endif
   run_parallel(parts, (N + 1) / 2, [&](int64_t u0, int64_t u1) {
     const int64_t n0 = 2 * u0, n1 = std::min(N, 2 * u1);
     switch (w.format) {
@@ -222,7 +338,8 @@ const char* weight_format_name(WeightFormat f) {
 
 int64_t QuantizedWeight::bytes() const {
   return (data.defined() ? data.numel() * data.element_size() : 0) +
-         (scale.defined() ? scale.numel() * scale.element_size() : 0);
+         (scale.defined() ? scale.numel() * scale.element_size() : 0) +
+         (rowsum.defined() ? rowsum.numel() * rowsum.element_size() : 0);
 }
 
 QuantizedWeight quantize_weight(const at::Tensor& W_in, WeightFormat format) {
@@ -243,6 +360,7 @@ QuantizedWeight quantize_weight(const at::Tensor& W_in, WeightFormat format) {
       at::Tensor scale = at::where(amax > 0, amax / 127.0, at::ones_like(amax));
       q.data = (W / scale.unsqueeze(1)).round().clamp(-127, 127).to(at::kChar).contiguous();
       q.scale = scale.contiguous();
+      q.rowsum = q.data.to(at::kInt).sum(1).to(at::kInt).contiguous();
       break;
     }
   }
