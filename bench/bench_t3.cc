@@ -3,6 +3,8 @@
 //
 //   bench_t3 decode --family original|turbo|nano --precision f32|bf16|int8
 //                   --threads N [--tokens K] [--text-tokens T] [--reps R]
+//                   [--weights FILE]  (every command: load FILE instead of
+//                   random weights, e.g. reference_t3.py --make-weights)
 //       prefill time (voice prompt + T text tokens; the CFG pair for the
 //       original model), decode ms per token (median of K steps, R runs),
 //       weight bytes read per token and their rate, peak RSS.
@@ -38,6 +40,11 @@ using namespace chatterbox::t3;
 
 namespace {
 
+// --weights FILE: load the family's model from a real-layout checkpoint
+// (bench/reference_t3.py --make-weights writes one, so the PyTorch reference
+// times the same weights) instead of building random ones.
+std::string g_weights;
+
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -68,7 +75,7 @@ struct Original {
   using Gen = T3Generator;
   using Opts = SamplingOptions;
   static constexpr int64_t kPrompt = 150;
-  static Model make() { return T3Model::random(T3Config::english(), 1234); }
+  static Model make() { return g_weights.empty() ? T3Model::random(T3Config::english(), 1234) : T3Model::load(g_weights); }
   static int64_t text_vocab(const Model& m) { return m.config().text_tokens_dict_size; }
   static const at::Tensor& logits(const Gen& g) { return g.last_cfg_logits(); }
 };
@@ -78,7 +85,9 @@ struct Gpt2Family {
   using Gen = T3TurboGenerator;
   using Opts = TurboSamplingOptions;
   static constexpr int64_t kPrompt = 375;
-  static Model make() { return T3TurboModel::random(G2::config(), 1234); }
+  static Model make() {
+    return g_weights.empty() ? T3TurboModel::random(G2::config(), 1234) : T3TurboModel::load(g_weights);
+  }
   static int64_t text_vocab(const Model& m) { return m.config().text_tokens_dict_size; }
   static const at::Tensor& logits(const Gen& g) { return g.last_logits(); }
 };
@@ -293,6 +302,7 @@ int main(int argc, char** argv) {
     Args a(argc, argv, 2);
     c10::InferenceMode guard;
     const std::string family = a.str("family", "original");
+    g_weights = a.str("weights", "");
     json out;
     if (family == "original")
       out = run<Original>(cmd, a, false);

@@ -7,6 +7,7 @@
 #include "elements/t3/model/text_frontend.h"
 #include "elements/voice/conditionals/voice_file.h"
 #include "gst-plugins/caps.h"
+#include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/checkpoint.h"
 #include "gst-plugins/core/model_cache.h"
 #include "gst-plugins/elements.h"
@@ -218,6 +219,7 @@ enum {
   PROP_SPLIT_SENTENCES,
   PROP_TOP_K,
   PROP_PRECISION,
+  PROP_THREADS,
 };
 
 // Sampling properties of one backbone family only: setting one with a model
@@ -252,6 +254,7 @@ struct _GstT3 {
   gchar* voice;
   gchar* device;
   gchar* precision;  // weights of the decode GEMMs: f32, bf16, int8
+  gint threads;      // compute threads (process-wide), 0: leave as is
   gboolean greedy;
   gdouble temperature, cfg_weight, min_p, top_p, repetition_penalty, exaggeration;
   gboolean top_p_set;       // top-p given explicitly (else the family's default)
@@ -332,8 +335,10 @@ static gboolean load_model(GstT3* self) {
   std::string voice = self->voice ? self->voice : "";
   std::string device = self->device ? self->device : "cpu";
   const std::string precision = self->precision ? self->precision : "f32";
+  const gint threads = self->threads;
   self->family_props_warned = 0;
   GST_OBJECT_UNLOCK(self);
+  chatterbox::set_compute_threads(threads);
 
   if (device != "cpu") {
     GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
@@ -732,6 +737,7 @@ static void gst_t3_set_property(GObject* object, guint id, const GValue* value, 
       self->precision = g_value_dup_string(value);
       if (!self->precision) self->precision = g_strdup("f32");
       break;
+    case PROP_THREADS: self->threads = g_value_get_int(value); break;
     case PROP_GREEDY: self->greedy = g_value_get_boolean(value); break;
     case PROP_TEMPERATURE: self->temperature = g_value_get_double(value); break;
     case PROP_CFG_WEIGHT:
@@ -773,6 +779,7 @@ static void gst_t3_get_property(GObject* object, guint id, GValue* value, GParam
     case PROP_VOICE: g_value_set_string(value, self->voice); break;
     case PROP_DEVICE: g_value_set_string(value, self->device); break;
     case PROP_PRECISION: g_value_set_string(value, self->precision); break;
+    case PROP_THREADS: g_value_set_int(value, self->threads); break;
     case PROP_GREEDY: g_value_set_boolean(value, self->greedy); break;
     case PROP_TEMPERATURE: g_value_set_double(value, self->temperature); break;
     case PROP_CFG_WEIGHT: g_value_set_double(value, self->cfg_weight); break;
@@ -854,6 +861,12 @@ static void gst_t3_class_init(GstT3Class* klass) {
                           "accuracy cost on full-size weights is in bench/results. Both backbones. Elements naming "
                           "the same file and precision share one copy. Changeable in the NULL state only.",
                           "f32", files));
+  g_object_class_install_property(gobject_class, PROP_THREADS,
+      g_param_spec_int("threads", "Threads",
+                       "CPU threads for the math (0: leave the process's setting). Process-wide, as for the "
+                       "vocoders: OpenBLAS's pool for the GEMMs and the kernel pool for the decode kernels; "
+                       "OpenMP stays at one thread (no spinning workers). Applied when the element goes to READY.",
+                       0, 256, 0, static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS)));
   g_object_class_install_property(gobject_class, PROP_GREEDY,
       g_param_spec_boolean("greedy", "Greedy",
                            "Take the most probable token at every step (deterministic) instead of sampling",
