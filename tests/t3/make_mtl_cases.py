@@ -65,7 +65,24 @@ CASES = {
            "Perché la città è così bella…", "L'università di Bologna: 1088.", "Èrano là; più tardi"],
     "ja": ["こんにちは、世界！", "今日はいい天気ですね。", "私は学生です。2024年に卒業します。",
            "東京へ行きました！カタカナもＯＫ？", "花が咲く季節、部屋に入る。", "日本語を勉強しています…ガギグゲゴ",
-           "時々雨が降ります。", "漢字とひらがなとカタカナ"],
+           "時々雨が降ります。", "漢字とひらがなとカタカナ",
+           # harder words: where pykakasi's UniDic additions or longest match may choose otherwise
+           "日本語学校で勉強します。", "明日は雨が降るでしょう。", "彼女は図書館へ行った。", "新しい携帯電話を買いました！",
+           "一ヶ月前に引っ越しました。", "東京都庁は新宿にあります。", "春夏秋冬、人々は生きる。", "大人しい子供が泳ぐ。",
+           "鬱蒼とした森の中で３匹の猫を見た。", "お茶を飲みながら話しましょう。", "生ビールを一杯ください。", "上手に下手な絵を描く。",
+           "昨日、本を買った。", "ちょっと待って！", "彼は何と言ったの？", "駅まで走った。", "試合に勝って嬉しい。"],
+    # Japanese agreement set: everyday sentences written without looking at
+    # either converter, to measure libkakasi against pykakasi.
+    "ja+": ["私の名前は田中です。", "毎朝七時に起きます。", "駅の近くに新しいレストランができました。",
+            "この本はとても面白かったです。", "週末は家族と海に行きます。", "日本の夏は暑くて湿気が多い。",
+            "会議は午後三時から始まります。", "すみません、トイレはどこですか？", "電車が遅れて、学校に遅刻した。",
+            "彼女はピアノを弾くのが上手です。", "明後日までに宿題を終わらせなければならない。", "冷蔵庫に牛乳がありません。",
+            "子供たちが公園で遊んでいる。", "先生に質問してもいいですか？", "富士山に登ったことがありますか？",
+            "天気予報によると、明日は晴れるそうです。", "このカメラは高すぎて買えない。", "病院で薬をもらいました。",
+            "友達と映画を見に行った。", "猫が窓の外を見ている。", "図書館で静かに勉強してください。",
+            "東京から大阪まで新幹線で二時間半です。", "お誕生日おめでとうございます！", "昔々、ある村に老人が住んでいました。",
+            "地震の時は机の下に隠れてください。", "経済の問題について話し合った。", "桜の花が満開です。",
+            "日曜日に部屋を掃除しました。", "山田さんは銀行で働いている。", "この漢字の読み方を教えてください。"],
     "ko": ["안녕하세요, 세계!", "오늘 날씨가 좋네요.", "저는 3개의 사과를 가지고 있어요.",
            "GStreamer 1.22 버전입니다!", "감사합니다… 정말로?", "  한국어 공부  "],
     "ms": ["Selamat pagi, dunia!", "Apa khabar? Saya sihat.", "Saya ada 3 ekor kucing.",
@@ -283,10 +300,10 @@ def main():
     rec_tok.cangjie_converter = tokmod.ChineseCangjieConverter(None)
     for lang, texts in CASES.items():
         for t in texts:
-            rec_tok.encode(punc_norm(t), language_id=lang)
+            rec_tok.encode(punc_norm(t), language_id=lang.rstrip("+"))
 
     specials = ["[STOP]", "[UNK]", "[SPACE]", "[PAD]", "[SEP]", "[CLS]", "[MASK]"]
-    langs = [f"[{l}]" for l in CASES]
+    langs = [f"[{l}]" for l in CASES if not l.endswith("+")]
     cj = sorted({f"[cj_{c}]" for c in "abcdefghijklmnopqrstuvwxyz0123456789."})
     added = specials + langs + cj
     chars = Counter()
@@ -386,8 +403,8 @@ def main():
     for lang, texts in CASES.items():
         for t in texts:
             pn = punc_norm(t)
-            ids = mtl.text_to_tokens(pn, language_id=lang)[0].tolist()
-            rows.append((lang, t, pn, prepared[-1], ids))
+            ids = mtl.text_to_tokens(pn, language_id=lang.rstrip("+"))[0].tolist()
+            rows.append((lang.rstrip("+"), t, pn, prepared[-1], ids))
     with open(os.path.join(out, "mtl_cases.tsv"), "w", encoding="utf-8") as f:
         f.write(f"# made by tests/t3/make_mtl_cases.py: chatterbox {CHATTERBOX_COMMIT}, pykakasi {PYKAKASI_TAG}, "
                 f"Cangjie5 {cangjie_commit}; spacy_pkuseg, dicta_onnx, russian_text_stresser absent\n")
