@@ -145,6 +145,18 @@ static void apply_streaming(GstChatterboxTts* self, gboolean probe_live) {
     g_object_set(self->s3gen, "chunk-tokens", 0u, "left-context", -1, nullptr);
 }
 
+// Each text buffer: streaming=auto asks again before t3 turns it into tokens
+// (a source may become live or not after the state changes, e.g. a harness
+// or an appsrc whose is-live is set late).
+static GstPadProbeReturn text_probe(GstPad*, GstPadProbeInfo*, gpointer user) {
+  GstChatterboxTts* self = GST_CHATTERBOX_TTS(user);
+  GST_OBJECT_LOCK(self);
+  const bool automatic = self->streaming == TTS_STREAMING_AUTO;
+  GST_OBJECT_UNLOCK(self);
+  if (automatic) apply_streaming(self, TRUE);
+  return GST_PAD_PROBE_OK;
+}
+
 static GstStateChangeReturn gst_chatterbox_tts_change_state(GstElement* element, GstStateChange transition) {
   GstChatterboxTts* self = GST_CHATTERBOX_TTS(element);
   // Live sources answer the latency query by READY->PAUSED at the latest
@@ -302,7 +314,7 @@ static void gst_chatterbox_tts_class_init(GstChatterboxTtsClass* klass) {
                         "on = bounded-cost window streaming (chunk-tokens, left-context; first audio after one "
                         "chunk, the mel deviates from the whole decode, see bench/results/live.md); auto (default) = "
                         "on when the text source is live (its latency query says live: appsrc is-live=true, a "
-                        "network source), checked going to PAUSED and to PLAYING. Changeable while playing "
+                        "network source), asked going to PAUSED, to PLAYING and at each text buffer. Changeable while playing "
                         "(applies from the next utterance).",
                         gst_chatterbox_tts_streaming_get_type(), TTS_STREAMING_AUTO, live));
   g_object_class_install_property(gobject_class, PROP_CHUNK_TOKENS,
@@ -332,8 +344,9 @@ static void gst_chatterbox_tts_init(GstChatterboxTts* self) {
   GstPad* sink = gst_element_get_static_pad(self->t3, "sink");
   GstPad* src = gst_element_get_static_pad(self->vocoder, "src");
   GstElementClass* klass = GST_ELEMENT_GET_CLASS(self);
-  gst_element_add_pad(GST_ELEMENT(self),
-                      gst_ghost_pad_new_from_template("sink", sink, gst_element_class_get_pad_template(klass, "sink")));
+  GstPad* ghost_sink = gst_ghost_pad_new_from_template("sink", sink, gst_element_class_get_pad_template(klass, "sink"));
+  gst_pad_add_probe(ghost_sink, GST_PAD_PROBE_TYPE_BUFFER, text_probe, self, nullptr);
+  gst_element_add_pad(GST_ELEMENT(self), ghost_sink);
   gst_element_add_pad(GST_ELEMENT(self),
                       gst_ghost_pad_new_from_template("src", src, gst_element_class_get_pad_template(klass, "src")));
   gst_object_unref(sink);
