@@ -13,6 +13,8 @@ packages=(
   espeak-ng sox                                # test speech and audio checks
   libsoxr-dev libsndfile1-dev libebur128-dev   # voice cloning: librosa's soxr_hq resampler, soundfile's reader, Turbo's loudness (elements/voice)
   clang libclang-rt-14-dev valgrind            # sanitizer build, fuzzers, leak check (scripts/test.sh)
+  libsoup-3.0-dev                              # chatterbox-server: HTTP/1.1 + WebSocket on the GLib main loop
+  nginx-light curl                             # the server's scale-out test (nginx as load balancer) and examples
 )
 missing=()
 for p in "${packages[@]}"; do
