@@ -76,7 +76,7 @@ struct Histogram {
   }
   void render(std::string& out, const char* name, const char* help) const {
     out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " histogram\n";
-    char buf[128];
+    char buf[512];
     for (size_t i = 0; i < bounds.size(); ++i) {
       snprintf(buf, sizeof buf, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)counts[i]);
       out += buf;
