@@ -1296,6 +1296,34 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // One chatterboxtts per model held in READY for the server's life: the
+  // elements' model cache keeps weights only while some element holds them,
+  // so without this every request would load them afresh. It also checks
+  // each model directory before the first request.
+  std::vector<GstElement*> keepers;
+  for (const auto& m : s.cfg.models) {
+    GstElement* pipe = gst_pipeline_new(("keep-" + m.name).c_str());
+    GstElement* tts = gst_element_factory_make("chatterboxtts", nullptr);
+    gst_bin_add(GST_BIN(pipe), tts);
+    g_object_set(tts, "model-dir", m.dir.c_str(), nullptr);
+    for (const auto& kv : m.props) gst_util_set_object_arg(G_OBJECT(tts), kv.first.c_str(), kv.second.c_str());
+    gint64 t0 = g_get_monotonic_time();
+    if (gst_element_set_state(pipe, GST_STATE_READY) == GST_STATE_CHANGE_FAILURE) {
+      GstBus* b = gst_element_get_bus(pipe);
+      GstMessage* msg = gst_bus_pop_filtered(b, GST_MESSAGE_ERROR);
+      GError* e = nullptr;
+      if (msg) gst_message_parse_error(msg, &e, nullptr);
+      g_printerr("chatterbox-server: model '%s' (%s) does not load: %s\n", m.name.c_str(), m.dir.c_str(),
+                 e ? e->message : "chatterboxtts refused READY");
+      g_clear_error(&e);
+      if (msg) gst_message_unref(msg);
+      gst_object_unref(b);
+      return 2;
+    }
+    g_printerr("chatterbox-server: model '%s' loaded in %.2f s\n", m.name.c_str(), (g_get_monotonic_time() - t0) / 1e6);
+    keepers.push_back(pipe);
+  }
+
   s.soup = soup_server_new("server-header", "chatterbox-server", nullptr);
   soup_server_add_handler(s.soup, nullptr, handle_default, &s, nullptr);
   soup_server_add_handler(s.soup, "/v1/audio/speech", handle_speech, &s, nullptr);
@@ -1330,5 +1358,9 @@ int main(int argc, char** argv) {
   g_unix_signal_add(SIGINT, quit, s.loop);
   g_main_loop_run(s.loop);
   soup_server_disconnect(s.soup);
+  for (GstElement* k : keepers) {
+    gst_element_set_state(k, GST_STATE_NULL);
+    gst_object_unref(k);
+  }
   return 0;
 }
