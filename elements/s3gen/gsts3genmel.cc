@@ -138,8 +138,19 @@ static void drop_partial_token(GstS3GenMel* self) {
   self->partial.clear();
 }
 
-// Ends the current utterance: decodes what is left and pushes it.
-static GstFlowReturn finish_utterance(GstS3GenMel* self) {
+// The last `frames` frames of mel [1, 80, k] dropped.
+static at::Tensor drop_tail(const at::Tensor& mel, int64_t frames) {
+  if (frames <= 0) return mel;
+  return mel.narrow(2, 0, std::max<int64_t>(0, mel.size(2) - frames));
+}
+
+// Ends the current utterance: decodes what is left and pushes it, without
+// the mel of its last `trim_tokens` tokens (t3's utterance-end field
+// trim-tokens: ChatterboxMultilingualTTS.generate drops the final token's
+// audio, 2 mel frames = 960 samples of 24 kHz audio; the reference cuts the
+// vocoded audio, this cuts the mel before the vocoder, which changes the
+// vocoder's last samples by its look-ahead only).
+static GstFlowReturn finish_utterance(GstS3GenMel* self, guint trim_tokens = 0) {
   drop_partial_token(self);
   if (!self->in_utterance) return GST_FLOW_OK;
   self->in_utterance = FALSE;
@@ -149,7 +160,8 @@ static GstFlowReturn finish_utterance(GstS3GenMel* self) {
     if (self->streamer) {
       if (!self->tokens.empty()) ret = push_mel(self, self->streamer->push(token_tensor(self->tokens)));
       self->tokens.clear();
-      if (ret == GST_FLOW_OK && self->streamer->tokens() > 0) ret = push_mel(self, self->streamer->finish());
+      const int64_t trim = static_cast<int64_t>(trim_tokens) * self->flow->config().token_mel_ratio;
+      if (ret == GST_FLOW_OK && self->streamer->tokens() > 0) ret = push_mel(self, drop_tail(self->streamer->finish(), trim));
       self->streamer.reset();
     } else if (!self->tokens.empty()) {
       if (self->cur_append_silence)
@@ -160,7 +172,8 @@ static GstFlowReturn finish_utterance(GstS3GenMel* self) {
       o.seed = self->cur_seed + self->utterances;
       if (self->noise.defined()) o.noise = self->noise;
       GST_DEBUG_OBJECT(self, "decoding an utterance of %zu tokens", self->tokens.size());
-      ret = push_mel(self, self->flow->inference(token_tensor(self->tokens), *self->voice, o));
+      const int64_t trim = static_cast<int64_t>(trim_tokens) * self->flow->config().token_mel_ratio;
+      ret = push_mel(self, drop_tail(self->flow->inference(token_tensor(self->tokens), *self->voice, o), trim));
       self->tokens.clear();
     }
   } catch (const std::exception& e) {
@@ -264,7 +277,11 @@ static gboolean gst_s3gen_mel_sink_event(GstPad* pad, GstObject* parent, GstEven
     case GST_EVENT_CUSTOM_DOWNSTREAM:
       // t3 marks the end of each utterance: decode it now rather than at the
       // next utterance's DISCONT, then pass the mark on (vocoders drain on it).
-      if (gst_event_has_name(event, "chatterbox/utterance-end")) finish_utterance(self);
+      if (gst_event_has_name(event, "chatterbox/utterance-end")) {
+        guint trim = 0;
+        if (!gst_structure_get_uint(gst_event_get_structure(event), "trim-tokens", &trim)) trim = 0;
+        finish_utterance(self, trim);
+      }
       return gst_pad_event_default(pad, parent, event);
     case GST_EVENT_FLUSH_STOP:
       self->tokens.clear();
