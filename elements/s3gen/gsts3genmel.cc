@@ -144,19 +144,8 @@ static void drop_partial_token(GstS3GenMel* self) {
   self->partial.clear();
 }
 
-// The last `frames` frames of mel [1, 80, k] dropped.
-static at::Tensor drop_tail(const at::Tensor& mel, int64_t frames) {
-  if (frames <= 0) return mel;
-  return mel.narrow(2, 0, std::max<int64_t>(0, mel.size(2) - frames));
-}
-
-// Ends the current utterance: decodes what is left and pushes it, without
-// the mel of its last `trim_tokens` tokens (t3's utterance-end field
-// trim-tokens: ChatterboxMultilingualTTS.generate drops the final token's
-// audio, 2 mel frames = 960 samples of 24 kHz audio; the reference cuts the
-// vocoded audio, this cuts the mel before the vocoder, which changes the
-// vocoder's last samples by its look-ahead only).
-static GstFlowReturn finish_utterance(GstS3GenMel* self, guint trim_tokens = 0) {
+// Ends the current utterance: decodes what is left and pushes it.
+static GstFlowReturn finish_utterance(GstS3GenMel* self) {
   drop_partial_token(self);
   if (!self->in_utterance) return GST_FLOW_OK;
   self->in_utterance = FALSE;
@@ -166,8 +155,7 @@ static GstFlowReturn finish_utterance(GstS3GenMel* self, guint trim_tokens = 0) 
     if (self->streamer) {
       if (!self->tokens.empty()) ret = push_mel(self, self->streamer->push(token_tensor(self->tokens)));
       self->tokens.clear();
-      const int64_t trim = static_cast<int64_t>(trim_tokens) * self->flow->config().token_mel_ratio;
-      if (ret == GST_FLOW_OK && self->streamer->tokens() > 0) ret = push_mel(self, drop_tail(self->streamer->finish(), trim));
+      if (ret == GST_FLOW_OK && self->streamer->tokens() > 0) ret = push_mel(self, self->streamer->finish());
       self->streamer.reset();
     } else if (!self->tokens.empty()) {
       if (self->cur_append_silence)
@@ -178,8 +166,7 @@ static GstFlowReturn finish_utterance(GstS3GenMel* self, guint trim_tokens = 0) 
       o.seed = self->cur_seed + self->utterances;
       if (self->noise.defined()) o.noise = self->noise;
       GST_DEBUG_OBJECT(self, "decoding an utterance of %zu tokens", self->tokens.size());
-      const int64_t trim = static_cast<int64_t>(trim_tokens) * self->flow->config().token_mel_ratio;
-      ret = push_mel(self, drop_tail(self->flow->inference(token_tensor(self->tokens), *self->voice, o), trim));
+      ret = push_mel(self, self->flow->inference(token_tensor(self->tokens), *self->voice, o));
       self->tokens.clear();
     }
   } catch (const std::exception& e) {
@@ -288,9 +275,20 @@ static gboolean gst_s3gen_mel_sink_event(GstPad* pad, GstObject* parent, GstEven
       // t3 marks the end of each utterance: decode it now rather than at the
       // next utterance's DISCONT, then pass the mark on (vocoders drain on it).
       if (gst_event_has_name(event, "chatterbox/utterance-end")) {
+        finish_utterance(self);
+        // trim-tokens (t3, multilingual models: generate drops the final
+        // token's audio) in mel frames for the vocoder, which drops their
+        // samples from the audio it drains: upstream cuts the vocoded audio,
+        // and the vocoder's output before the cut needs those frames
+        // (tests/hift trim_before_vocoder_vs_after).
         guint trim = 0;
-        if (!gst_structure_get_uint(gst_event_get_structure(event), "trim-tokens", &trim)) trim = 0;
-        finish_utterance(self, trim);
+        if (gst_structure_get_uint(gst_event_get_structure(event), "trim-tokens", &trim) && trim > 0) {
+          GstStructure* s = gst_structure_copy(gst_event_get_structure(event));
+          gst_structure_set(s, "trim-frames", G_TYPE_UINT,
+                            static_cast<guint>(trim * self->flow->config().token_mel_ratio), nullptr);
+          gst_event_unref(event);
+          event = gst_event_new_custom(GST_EVENT_CUSTOM_DOWNSTREAM, s);
+        }
       }
       return gst_pad_event_default(pad, parent, event);
     case GST_EVENT_FLUSH_STOP:
