@@ -293,12 +293,7 @@ static gboolean gst_mel_vocoder_sink_query(GstPad* pad, GstObject* parent, GstQu
       // "not-negotiated"). accept_format() then refuses it with an ERROR
       // naming each differing field. The CAPS query stays exact, so
       // negotiating upstream elements still pick the model's layout.
-      GstCaps* caps;
-      gst_query_parse_accept_caps(query, &caps);
-      GstCaps* templ = gst_pad_get_pad_template_caps(pad);
-      gst_query_set_accept_caps_result(query, gst_caps_is_subset(caps, templ));
-      gst_caps_unref(templ);
-      return TRUE;
+      return chatterbox::accept_caps_within_template(pad, query);
     }
     default:
       return gst_pad_query_default(pad, parent, query);

@@ -12,7 +12,26 @@ GST_DEBUG_CATEGORY_STATIC(chatterbox_tts_debug);
 #define GST_CAT_DEFAULT chatterbox_tts_debug
 
 enum { PROP_0, PROP_MODEL_DIR, PROP_VOICE, PROP_VOCODER, PROP_VOCOS_MODEL, PROP_HIFT_MODEL, PROP_S3GEN_MODEL,
-       PROP_SEED, PROP_GREEDY };
+       PROP_SEED, PROP_GREEDY, PROP_STREAMING, PROP_CHUNK_TOKENS, PROP_LEFT_CONTEXT };
+
+// How s3genmel decodes: whole utterances (exact), or the bounded-cost window
+// (docs/s3gen-streaming.md); auto picks the window when upstream is live.
+typedef enum { TTS_STREAMING_AUTO, TTS_STREAMING_OFF, TTS_STREAMING_ON } GstChatterboxTtsStreaming;
+
+static GType gst_chatterbox_tts_streaming_get_type() {
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {TTS_STREAMING_AUTO, "Window streaming when the pipeline is live, whole utterances otherwise", "auto"},
+      {TTS_STREAMING_OFF, "Whole utterances (exact)", "off"},
+      {TTS_STREAMING_ON, "Window streaming always", "on"},
+      {0, nullptr, nullptr}};
+  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstChatterboxTtsStreaming", values));
+  return type;
+}
+
+// Window defaults (bench/results/live.md).
+static const guint kDefaultChunkTokens = 25;
+static const gint kDefaultLeftContext = 50;
 
 struct _GstChatterboxTts {
   GstBin parent;
@@ -26,6 +45,10 @@ struct _GstChatterboxTts {
   gchar* s3gen_model;
   guint64 seed;
   gboolean greedy;
+  GstChatterboxTtsStreaming streaming;
+  guint chunk_tokens;
+  gint left_context;
+  gboolean streaming_now;  // what s3genmel was last set to
   gchar* dir_error;  // why model-dir cannot be used (posted at NULL -> READY), or NULL
 };
 
@@ -91,8 +114,56 @@ static void configure(GstChatterboxTts* self) {
   g_object_set(self->s3gen, "seed", self->seed, nullptr);
 }
 
+// Is the text source live? The latency query upstream of the bin says so
+// (a live source: appsrc is-live=true, a network or capture source).
+static gboolean upstream_is_live(GstChatterboxTts* self) {
+  GstPad* sink = gst_element_get_static_pad(GST_ELEMENT(self), "sink");
+  GstQuery* q = gst_query_new_latency();
+  gboolean live = FALSE;
+  if (gst_pad_peer_query(sink, q)) gst_query_parse_latency(q, &live, nullptr, nullptr);
+  gst_query_unref(q);
+  gst_object_unref(sink);
+  return live;
+}
+
+// Sets s3genmel's decoding mode from `streaming` (and, for auto, from the
+// liveness of the pipeline). s3genmel applies it from its next utterance
+// and posts a LATENCY message when its latency changes.
+static void apply_streaming(GstChatterboxTts* self, gboolean probe_live) {
+  GST_OBJECT_LOCK(self);
+  const GstChatterboxTtsStreaming mode = self->streaming;
+  const guint chunk = self->chunk_tokens;
+  const gint left = self->left_context;
+  GST_OBJECT_UNLOCK(self);
+  gboolean on = mode == TTS_STREAMING_ON;
+  if (mode == TTS_STREAMING_AUTO) on = probe_live ? upstream_is_live(self) : self->streaming_now;
+  GST_INFO_OBJECT(self, "s3genmel: %s", on ? "window streaming" : "whole utterances");
+  self->streaming_now = on;
+  if (on)
+    g_object_set(self->s3gen, "left-context", left, "chunk-tokens", chunk, nullptr);
+  else
+    g_object_set(self->s3gen, "chunk-tokens", 0u, "left-context", -1, nullptr);
+}
+
+// Each text buffer: streaming=auto asks again before t3 turns it into tokens
+// (a source may become live or not after the state changes, e.g. a harness
+// or an appsrc whose is-live is set late).
+static GstPadProbeReturn text_probe(GstPad*, GstPadProbeInfo*, gpointer user) {
+  GstChatterboxTts* self = GST_CHATTERBOX_TTS(user);
+  GST_OBJECT_LOCK(self);
+  const bool automatic = self->streaming == TTS_STREAMING_AUTO;
+  GST_OBJECT_UNLOCK(self);
+  if (automatic) apply_streaming(self, TRUE);
+  return GST_PAD_PROBE_OK;
+}
+
 static GstStateChangeReturn gst_chatterbox_tts_change_state(GstElement* element, GstStateChange transition) {
   GstChatterboxTts* self = GST_CHATTERBOX_TTS(element);
+  // Live sources answer the latency query by READY->PAUSED at the latest
+  // when they are linked; PAUSED->PLAYING asks again (a live pipeline's data
+  // flows only in PLAYING, so s3genmel's first utterance sees the result).
+  if (transition == GST_STATE_CHANGE_READY_TO_PAUSED || transition == GST_STATE_CHANGE_PAUSED_TO_PLAYING)
+    apply_streaming(self, TRUE);
   if (transition == GST_STATE_CHANGE_NULL_TO_READY) {
     configure(self);  // the directory as it is now
     if (self->dir_error) {
@@ -117,7 +188,9 @@ static void gst_chatterbox_tts_set_property(GObject* object, guint id, const GVa
   GST_OBJECT_LOCK(self);
   const bool stopped = chatterbox::element_is_stopped(GST_ELEMENT(self));
   GST_OBJECT_UNLOCK(self);
-  if (!stopped && id != PROP_SEED && id != PROP_GREEDY) {
+  const bool live_setting = id == PROP_SEED || id == PROP_GREEDY || id == PROP_STREAMING || id == PROP_CHUNK_TOKENS ||
+                            id == PROP_LEFT_CONTEXT;
+  if (!stopped && !live_setting) {
     // Files (and the vocoder kind) are loaded in READY: refused, as by the children.
     chatterbox::warn_load_time_property(GST_ELEMENT(self), pspec);
     return;
@@ -131,6 +204,16 @@ static void gst_chatterbox_tts_set_property(GObject* object, guint id, const GVa
     case PROP_SEED: self->seed = g_value_get_uint64(value); break;
     case PROP_GREEDY: self->greedy = g_value_get_boolean(value); break;
     case PROP_VOCODER: g_object_set_property(G_OBJECT(self->vocoder), "vocoder", value); return;
+    case PROP_STREAMING:
+    case PROP_CHUNK_TOKENS:
+    case PROP_LEFT_CONTEXT:
+      GST_OBJECT_LOCK(self);
+      if (id == PROP_STREAMING) self->streaming = static_cast<GstChatterboxTtsStreaming>(g_value_get_enum(value));
+      if (id == PROP_CHUNK_TOKENS) self->chunk_tokens = g_value_get_uint(value);
+      if (id == PROP_LEFT_CONTEXT) self->left_context = g_value_get_int(value);
+      GST_OBJECT_UNLOCK(self);
+      apply_streaming(self, !stopped);
+      return;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); return;
   }
   if (stopped) {
@@ -156,6 +239,9 @@ static void gst_chatterbox_tts_get_property(GObject* object, guint id, GValue* v
     case PROP_SEED: g_value_set_uint64(value, self->seed); break;
     case PROP_GREEDY: g_value_set_boolean(value, self->greedy); break;
     case PROP_VOCODER: g_object_get_property(G_OBJECT(self->vocoder), "vocoder", value); break;
+    case PROP_STREAMING: g_value_set_enum(value, self->streaming); break;
+    case PROP_CHUNK_TOKENS: g_value_set_uint(value, self->chunk_tokens); break;
+    case PROP_LEFT_CONTEXT: g_value_set_int(value, self->left_context); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }
 }
@@ -221,6 +307,26 @@ static void gst_chatterbox_tts_class_init(GstChatterboxTtsClass* klass) {
                            "T3 takes the most likely token instead of sampling. Changeable while playing (applies "
                            "from the next text buffer).",
                            FALSE, static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING)));
+  const GParamFlags live = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
+  g_object_class_install_property(gobject_class, PROP_STREAMING,
+      g_param_spec_enum("streaming", "Streaming",
+                        "How s3genmel decodes: off = whole utterances (exact, first audio after the whole utterance); "
+                        "on = bounded-cost window streaming (chunk-tokens, left-context; first audio after one "
+                        "chunk, the mel deviates from the whole decode, see bench/results/live.md); auto (default) = "
+                        "on when the text source is live (its latency query says live: appsrc is-live=true, a "
+                        "network source), asked going to PAUSED, to PLAYING and at each text buffer. Changeable while playing "
+                        "(applies from the next utterance).",
+                        gst_chatterbox_tts_streaming_get_type(), TTS_STREAMING_AUTO, live));
+  g_object_class_install_property(gobject_class, PROP_CHUNK_TOKENS,
+      g_param_spec_uint("chunk-tokens", "Chunk tokens",
+                        "Tokens (40 ms each) per streamed chunk when streaming; s3genmel's latency is (this + 3) x "
+                        "40 ms. Changeable while playing.",
+                        1, 100000, kDefaultChunkTokens, live));
+  g_object_class_install_property(gobject_class, PROP_LEFT_CONTEXT,
+      g_param_spec_int("left-context", "Left context",
+                       "Tokens of left context each streamed chunk is decoded with (s3genmel left-context; -1: "
+                       "upstream's re-decode-everything rule). Changeable while playing.",
+                       -1, 100000, kDefaultLeftContext, live));
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);
   gst_element_class_set_static_metadata(element_class, "Chatterbox text to speech", "Filter/Converter/Text/Audio/Bin",
@@ -238,10 +344,14 @@ static void gst_chatterbox_tts_init(GstChatterboxTts* self) {
   GstPad* sink = gst_element_get_static_pad(self->t3, "sink");
   GstPad* src = gst_element_get_static_pad(self->vocoder, "src");
   GstElementClass* klass = GST_ELEMENT_GET_CLASS(self);
-  gst_element_add_pad(GST_ELEMENT(self),
-                      gst_ghost_pad_new_from_template("sink", sink, gst_element_class_get_pad_template(klass, "sink")));
+  GstPad* ghost_sink = gst_ghost_pad_new_from_template("sink", sink, gst_element_class_get_pad_template(klass, "sink"));
+  gst_pad_add_probe(ghost_sink, GST_PAD_PROBE_TYPE_BUFFER, text_probe, self, nullptr);
+  gst_element_add_pad(GST_ELEMENT(self), ghost_sink);
   gst_element_add_pad(GST_ELEMENT(self),
                       gst_ghost_pad_new_from_template("src", src, gst_element_class_get_pad_template(klass, "src")));
   gst_object_unref(sink);
   gst_object_unref(src);
+  self->streaming = TTS_STREAMING_AUTO;
+  self->chunk_tokens = kDefaultChunkTokens;
+  self->left_context = kDefaultLeftContext;
 }
