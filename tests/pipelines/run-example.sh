@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one example from pipelines/ on generated speech and checks its output:
 # the wav exists and has the sample count the recipe implies.
-#   run-example.sh copy-synthesis-vocos|copy-synthesis-hift|mel-to-wav|speak-sentence|tts|tts-turbo|
+#   run-example.sh copy-synthesis-vocos|copy-synthesis-hift|mel-to-wav|speak-sentence|tts|tts-turbo|tts-mtl|
 #                  voice-convert|voice-convert-default|voice-convert-chunked|clone-voice
 set -euo pipefail
 root="${CHATTERBOX_SOURCE_ROOT:?}"
@@ -83,6 +83,16 @@ case "$1" in
     TTS_PROPS="$props" bash "$root/pipelines/tts.sh" "$tmp/model2" "$tmp/two-step.wav" "$text"
     cmp "$tmp/out.wav" "$tmp/two-step.wav"
     expect=$(( 100 * 480 )) ;;
+  tts-mtl)
+    # A Chatterbox Multilingual model directory from the tiny fixtures
+    # (plumbing only: the tiny T3 with the 2454-row text table, the tiny
+    # made-up multilingual vocabulary), French through t3 language=fr.
+    # Greedy T3 gives 12 valid tokens here; ChatterboxMultilingualTTS.generate drops the last token's
+    # audio: 11 tokens -> 22 frames.
+    python3 "$root/tests/pipelines/make-mtl-model-dir.py" "${CHATTERBOX_FIXTURES:?}" "$root/tests/t3/mtl" "$tmp/model"
+    TTS_PROPS="greedy=true language=fr vocoder=hift hift-model=$CHATTERBOX_FIXTURES/hift/hift_tiny.safetensors" \
+      bash "$root/pipelines/tts.sh" "$tmp/model" "$tmp/out.wav" "Bonjour le monde, ça va très bien."
+    expect=$(( 22 * 480 )) ;;
   *) echo "unknown example $1" >&2; exit 2 ;;
 esac
 got=$(samples "$tmp/out.wav")
