@@ -394,6 +394,8 @@ static gboolean load(GstS3GenMel* self) {
       using chatterbox::voice::Variant;
       self->voice_ref = chatterbox::voice::cached_s3gen_voice(voice, model, is_meanflow ? Variant::Turbo : Variant::Original);
       v = chatterbox::S3GenVoice{self->voice_ref->prompt_token, self->voice_ref->prompt_feat, self->voice_ref->embedding};
+      for (const std::string& w : self->voice_ref->warnings)
+        GST_ELEMENT_WARNING(self, RESOURCE, READ, ("Voice '%s': %s", voice.c_str(), w.c_str()), (nullptr));
     } else {
       v = chatterbox::S3GenVoice::load(voice);
     }

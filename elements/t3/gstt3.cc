@@ -496,6 +496,8 @@ static gboolean load_model(GstT3* self) {
       loaded->cond.speaker_emb = loaded->voice_ref->speaker_emb;
       loaded->cond.cond_prompt_speech_tokens = loaded->voice_ref->cond_prompt_speech_tokens;
       loaded->cond.emotion_adv = loaded->voice_ref->emotion_adv;
+      for (const std::string& w : loaded->voice_ref->warnings)
+        GST_ELEMENT_WARNING(self, RESOURCE, READ, ("Voice '%s': %s", voice.c_str(), w.c_str()), (nullptr));
     } else {
       loaded->cond = T3Cond::load(voice);
     }
