@@ -442,3 +442,22 @@ BOOST_AUTO_TEST_CASE(element_errors_name_the_file) {
   gst_object_unref(e);
   gst_object_unref(bus);
 }
+
+// Settings whose window exceeds one 30 s encoder pass: a flow error naming
+// them when the utterance starts.
+BOOST_AUTO_TEST_CASE(element_refuses_windows_over_30_s) {
+  GstHarness* h = harness("chunk-tokens=500 context-tokens=200 lookahead-tokens=100");
+  GstBus* bus = gst_bus_new();
+  gst_element_set_bus(h->element, bus);
+  std::vector<float> x(16000, 0.1f);
+  BOOST_TEST(gst_harness_push(h, audio_buffer(x.data(), 16000, 0, true)) == GST_FLOW_ERROR);
+  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  BOOST_REQUIRE(msg);
+  GError* err = nullptr;
+  gst_message_parse_error(msg, &err, nullptr);
+  BOOST_TEST(contains(err->message, "exceed one encoder window of 750 tokens"), err->message);
+  g_error_free(err);
+  gst_message_unref(msg);
+  gst_object_unref(bus);
+  gst_harness_teardown(h);
+}
