@@ -142,8 +142,11 @@ void job_unref(Job* j) {
   }
 }
 
+std::atomic<int> g_teardowns{0};  // teardown threads still setting a pipeline to NULL
+
 struct Server {
   Config cfg;
+  std::vector<Job*> running;  // jobs with a pipeline (for shutdown)
   SoupServer* soup = nullptr;
   GMainLoop* loop = nullptr;
   int active = 0;
@@ -297,10 +300,12 @@ void stop_pipeline(Job* j) {
     gst_object_unref(j->appsrc);
     j->appsrc = nullptr;
   }
+  g_teardowns.fetch_add(1);
   GThread* t = g_thread_new("teardown", [](gpointer d) -> gpointer {
     GstElement* p = static_cast<GstElement*>(d);
     gst_element_set_state(p, GST_STATE_NULL);
     gst_object_unref(p);
+    g_teardowns.fetch_sub(1);
     return nullptr;
   }, p);
   g_thread_unref(t);
@@ -353,6 +358,7 @@ void finish_job(Job* j, int status, const std::string& outcome) {
   if (j->running) {
     j->running = false;
     s->active--;
+    s->running.erase(std::remove(s->running.begin(), s->running.end(), j), s->running.end());
   }
   job_unref(j);  // the admission reference
   start_next(s);
@@ -576,6 +582,7 @@ void start_job(Job* j) {
   j->queued = false;
   j->running = true;
   s->active++;
+  s->running.push_back(j);
   j->t_start = g_get_monotonic_time();
   std::string why;
   if (!build_pipeline(j, &why)) {
@@ -1357,7 +1364,15 @@ int main(int argc, char** argv) {
   g_unix_signal_add(SIGTERM, quit, s.loop);
   g_unix_signal_add(SIGINT, quit, s.loop);
   g_main_loop_run(s.loop);
+  // Shutdown: stop listening, cancel what runs or waits, wait for the
+  // pipelines to reach NULL (no streaming thread outlives main).
+  g_printerr("chatterbox-server: stopping (%d running, %zu queued)\n", s.active, s.queue.size());
   soup_server_disconnect(s.soup);
+  while (!s.queue.empty()) finish_job(s.queue.front(), 503, "cancelled");
+  while (!s.running.empty()) finish_job(s.running.front(), 503, "cancelled");
+  for (int i = 0; i < 500 && g_teardowns.load() > 0; ++i) g_usleep(10000);
+  while (g_main_context_iteration(nullptr, FALSE)) {
+  }
   for (GstElement* k : keepers) {
     gst_element_set_state(k, GST_STATE_NULL);
     gst_object_unref(k);

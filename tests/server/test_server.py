@@ -300,6 +300,23 @@ class TimeLimitTest(unittest.TestCase):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def test_sigterm_while_synthesising(self):
+        tmp = tempfile.mkdtemp(prefix="cbx-server-")
+        try:
+            model = make_model_dir(FIXTURES, os.path.join(tmp, "model"))
+            srv = Server(BINARY, model_args("tiny", model, FIXTURES) + ["--queue", "2"])
+            socks = [speech_raw(srv.port, {"model": "tiny", "input": LONG, "response_format": "pcm"}) for _ in range(3)]
+            self.assertIsNotNone(wait_for(lambda: srv.metrics()["chatterbox_queue_depth"] == 2, 10))
+            t0 = time.monotonic()
+            srv.proc.terminate()
+            rc = srv.proc.wait(10)
+            print(f"SIGTERM with 1 running + 2 queued: exit {rc} after {time.monotonic() - t0:.2f} s")
+            self.assertEqual(rc, 0)
+            for s_ in socks:
+                s_.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def test_flags(self):
         import subprocess
         r = subprocess.run([BINARY, "--help"], capture_output=True, text=True)
