@@ -170,7 +170,7 @@ void count(Server* s, const std::string& endpoint, int status, const std::string
 
 void reply_json(Server* s, SoupServerMessage* msg, const std::string& endpoint, int status, const json& body,
                 const std::string& code = "") {
-  std::string text = body.dump();
+  std::string text = body.dump(-1, ' ', false, json::error_handler_t::replace);
   soup_server_message_set_status(msg, status, nullptr);
   soup_server_message_set_response(msg, "application/json", SOUP_MEMORY_COPY, text.data(), text.size());
   count(s, endpoint, status, code);
@@ -369,7 +369,7 @@ void finish_job(Job* j, int status, const std::string& outcome) {
 void fail_http(Job* j, int status, const std::string& message, const std::string& code) {
   if (!j->msg) return;
   if (!j->headers_sent) {
-    std::string text = error_body(message, status >= 500 ? "server_error" : "invalid_request_error", code).dump();
+    std::string text = error_body(message, status >= 500 ? "server_error" : "invalid_request_error", code).dump(-1, ' ', false, json::error_handler_t::replace);
     soup_server_message_set_status(j->msg, status, nullptr);
     soup_message_headers_set_encoding(soup_server_message_get_response_headers(j->msg), SOUP_ENCODING_CONTENT_LENGTH);
     soup_server_message_set_response(j->msg, "application/json", SOUP_MEMORY_COPY, text.data(), text.size());
@@ -438,7 +438,7 @@ gboolean drain_events(gpointer d) {
           soup_server_message_unpause(j->msg);
         } else if (j->ws) {
           json done = {{"type", "done"}, {"audio_seconds", double(j->samples.load()) / kSampleRate}};
-          std::string t = done.dump();
+          std::string t = done.dump(-1, ' ', false, json::error_handler_t::replace);
           soup_websocket_connection_send_text(j->ws, t.c_str());
         }
         finish_job(j, 200, "ok");
@@ -728,7 +728,7 @@ bool parse_speech(Server* s, const json& req, Job* j, bool need_input, Refusal* 
     }
     glong chars = g_utf8_validate(j->text.data(), j->text.size(), nullptr) ? g_utf8_strlen(j->text.c_str(), -1) : -1;
     if (chars < 0) {
-      *r = {400, "'input' is not valid UTF-8", "invalid_input", "input"};
+      *r = {400, "'input' is not valid UTF-8 (or holds a NUL)", "invalid_input", "input"};
       return false;
     }
     if (size_t(chars) > s->cfg.max_input) {
@@ -1005,6 +1005,17 @@ void handle_voices(SoupServer*, SoupServerMessage* msg, const char*, GHashTable*
   reply_json(s, msg, ep, 201, {{"id", id}, {"object", "voice"}, {"kind", std::string(ext + 1)}, {"bytes", n}});
 }
 
+// No exception leaves a handler: whatever escapes is a 500 with the error body.
+template <void (*H)(SoupServer*, SoupServerMessage*, const char*, GHashTable*, gpointer)>
+void guarded(SoupServer* srv, SoupServerMessage* msg, const char* path, GHashTable* q, gpointer d) {
+  try {
+    H(srv, msg, path, q, d);
+  } catch (const std::exception& e) {
+    g_printerr("chatterbox-server: %s %s: internal error: %s\n", soup_server_message_get_method(msg), path, e.what());
+    reply_error(static_cast<Server*>(d), msg, path, 500, "internal error", "internal_error");
+  }
+}
+
 void handle_default(SoupServer*, SoupServerMessage* msg, const char* path, GHashTable*, gpointer d) {
   Server* s = static_cast<Server*>(d);
   reply_error(s, msg, "other", 404, std::string("no such endpoint: ") + path, "not_found");
@@ -1022,7 +1033,7 @@ void ws_send_error(Job* j, const std::string& message, const std::string& code) 
   if (!j->ws || soup_websocket_connection_get_state(j->ws) != SOUP_WEBSOCKET_STATE_OPEN) return;
   json e = error_body(message, "server_error", code);
   e["type"] = "error";
-  soup_websocket_connection_send_text(j->ws, e.dump().c_str());
+  soup_websocket_connection_send_text(j->ws, e.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
 }
 
 size_t sentence_cut(const std::string& t) {
@@ -1047,12 +1058,22 @@ void ws_refuse(SoupWebsocketConnection* c, Server* s, int status, const std::str
                const char* param, gushort close_code) {
   json e = error_body(message, status >= 500 ? "server_error" : "invalid_request_error", code, param);
   e["type"] = "error";
-  soup_websocket_connection_send_text(c, e.dump().c_str());
+  soup_websocket_connection_send_text(c, e.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
   soup_websocket_connection_close(c, close_code, code.c_str());
   count(s, "/v1/audio/speech/stream", status, code);
 }
 
+void on_ws_message_impl(SoupWebsocketConnection* c, gint type, GBytes* message, gpointer d);
 void on_ws_message(SoupWebsocketConnection* c, gint type, GBytes* message, gpointer d) {
+  try {
+    on_ws_message_impl(c, type, message, d);
+  } catch (const std::exception& e) {
+    g_printerr("chatterbox-server: WebSocket message: internal error: %s\n", e.what());
+    if (soup_websocket_connection_get_state(c) == SOUP_WEBSOCKET_STATE_OPEN)
+      soup_websocket_connection_close(c, 1011, "internal error");
+  }
+}
+void on_ws_message_impl(SoupWebsocketConnection* c, gint type, GBytes* message, gpointer d) {
   WsSession* ws = static_cast<WsSession*>(d);
   Server* s = ws->s;
   gsize n;
@@ -1092,7 +1113,7 @@ void on_ws_message(SoupWebsocketConnection* c, gint type, GBytes* message, gpoin
     ws->job = j;
     job_ref(j);  // the session's reference
     admit(s, j);
-    soup_websocket_connection_send_text(c, json{{"type", "ready"}}.dump().c_str());
+    soup_websocket_connection_send_text(c, json{{"type", "ready"}}.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
     return;
   }
   Job* j = ws->job;
@@ -1332,12 +1353,12 @@ int main(int argc, char** argv) {
   }
 
   s.soup = soup_server_new("server-header", "chatterbox-server", nullptr);
-  soup_server_add_handler(s.soup, nullptr, handle_default, &s, nullptr);
-  soup_server_add_handler(s.soup, "/v1/audio/speech", handle_speech, &s, nullptr);
-  soup_server_add_handler(s.soup, "/v1/models", handle_models, &s, nullptr);
-  soup_server_add_handler(s.soup, "/v1/voices", handle_voices, &s, nullptr);
-  soup_server_add_handler(s.soup, "/health", handle_health, &s, nullptr);
-  soup_server_add_handler(s.soup, "/metrics", handle_metrics, &s, nullptr);
+  soup_server_add_handler(s.soup, nullptr, guarded<handle_default>, &s, nullptr);
+  soup_server_add_handler(s.soup, "/v1/audio/speech", guarded<handle_speech>, &s, nullptr);
+  soup_server_add_handler(s.soup, "/v1/models", guarded<handle_models>, &s, nullptr);
+  soup_server_add_handler(s.soup, "/v1/voices", guarded<handle_voices>, &s, nullptr);
+  soup_server_add_handler(s.soup, "/health", guarded<handle_health>, &s, nullptr);
+  soup_server_add_handler(s.soup, "/metrics", guarded<handle_metrics>, &s, nullptr);
   soup_server_add_websocket_handler(s.soup, "/v1/audio/speech/stream", nullptr, nullptr, handle_ws, &s, nullptr);
   GSocketAddress* addr = g_inet_socket_address_new_from_string(s.cfg.host.c_str(), guint(s.cfg.port));
   if (!addr) {

@@ -317,6 +317,70 @@ class TimeLimitTest(unittest.TestCase):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def test_cloned_voice_from_recording(self):
+        # POST /v1/voices with a reference recording, then speak with it: the
+        # clone-voice example's model directory (tests/pipelines), whose greedy
+        # run on this recording and sentence gives 50 tokens -> 100 frames.
+        import subprocess
+        tmp = tempfile.mkdtemp(prefix="cbx-server-")
+        try:
+            model = os.path.join(tmp, "model")
+            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            subprocess.run([sys.executable, os.path.join(root, "tests/pipelines/make-voice-model-dir.py"), FIXTURES, model],
+                           check=True)
+            srv = Server(BINARY, model_args("clone", model, FIXTURES) + ["--voices-dir", os.path.join(tmp, "v")])
+            try:
+                with open(os.path.join(FIXTURES, "clone/ref_24k.wav"), "rb") as f:
+                    wav = f.read()
+                boundary = "b0undary"
+                body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"me.wav\"\r\n"
+                        f"Content-Type: audio/wav\r\n\r\n").encode() + wav + f"\r\n--{boundary}--\r\n".encode()
+                st, _, data = srv.request("POST", "/v1/voices", body,
+                                          {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                self.assertEqual(st, 201, data)
+                v = json.loads(data)
+                self.assertEqual(v["kind"], "wav")
+                st, _, pcm = srv.request("POST", "/v1/audio/speech", {"model": "clone", "input": SENTENCE,
+                                                                      "voice": v["id"], "response_format": "pcm"})
+                self.assertEqual((st, len(pcm)), (200, 100 * 480 * 2))
+            finally:
+                srv.stop()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_garbage_does_not_crash(self):
+        tmp = tempfile.mkdtemp(prefix="cbx-server-")
+        try:
+            model = make_model_dir(FIXTURES, os.path.join(tmp, "model"))
+            srv = Server(BINARY, model_args("tiny", model, FIXTURES) + ["--voices-dir", os.path.join(tmp, "v")])
+            try:
+                bodies = ["[" * 5000 + "]" * 5000, '{"model": "tiny", "input": "a\\u0000b."}',
+                          '{"model": "tiny", "input": "\\ud800"}', b'{"model": "tiny", "input": "\xff\xfe"}',
+                          '{"model": "tiny", "input": "x", "speed": 1e400}', '{"model": null, "input": null}',
+                          '{"model": "tiny", "input": ' + '"' + "." * 999 + '"}', "", "null", '"str"']
+                for b in bodies:
+                    st, _, data = srv.request("POST", "/v1/audio/speech", b)
+                    self.assertTrue(st == 200 or 400 <= st < 500, (st, data[:200], str(b)[:60]))
+                for b in [b"", b"\x00" * 100, b"--x\r\n\r\n"]:
+                    st, _, _ = srv.request("POST", "/v1/voices", b, {"Content-Type": "multipart/form-data; boundary=x"})
+                    self.assertEqual(st, 400)
+                # raw junk on the socket
+                for junk in [b"\x16\x03\x01\x02\x00" + os.urandom(300), b"GET / HTTP/9.9\r\n\r\n", os.urandom(2000)]:
+                    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                    s.sendall(junk)
+                    try:
+                        s.recv(100)
+                    except OSError:
+                        pass
+                    s.close()
+                self.assertEqual(srv.request("GET", "/health")[0], 200)
+                self.assertIsNone(srv.proc.poll())
+            finally:
+                srv.stop()
+            self.assertEqual(srv.proc.returncode, 0)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def test_flags(self):
         import subprocess
         r = subprocess.run([BINARY, "--help"], capture_output=True, text=True)
