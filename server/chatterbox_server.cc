@@ -375,11 +375,10 @@ void fail_http(Job* j, int status, const std::string& message, const std::string
     soup_server_message_set_response(j->msg, "application/json", SOUP_MEMORY_COPY, text.data(), text.size());
     soup_server_message_unpause(j->msg);
   } else {
-    GIOStream* io = soup_server_message_steal_connection(j->msg);
-    if (io) {
-      g_io_stream_close(io, nullptr, nullptr);
-      g_object_unref(io);
-    }
+    // Shut the socket itself: libsoup then fails the message without
+    // writing the terminating chunk (stealing the connection wrote it).
+    if (GSocket* sock = soup_server_message_get_socket(j->msg)) g_socket_shutdown(sock, TRUE, TRUE, nullptr);
+    soup_server_message_unpause(j->msg);
   }
 }
 
