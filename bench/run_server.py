@@ -31,6 +31,8 @@ load = os.path.join(root, "tests", "server", "load.py")
 runs = {
     # 2 workers x 1 thread: the two pipelines share the 2 cores without oversubscribing them.
     "below_capacity": (["--workers", "2", "--queue", "8", "--clients", "2", "--seconds", "20"], "1"),
+    # RSS over a minute of steady load (is it flat?).
+    "steady_60s": (["--workers", "2", "--queue", "8", "--clients", "2", "--seconds", "60"], "1"),
     "overload": (["--workers", "1", "--queue", "1", "--clients", "6", "--seconds", "10"], "2"),
     "failover": (["--instances", "3", "--nginx", "--workers", "1", "--queue", "4", "--clients", "4",
                   "--seconds", "15", "--kill-at", "5"], "1"),
@@ -66,7 +68,10 @@ for name, r in res["runs"].items():
              f"{r['throughput_rps']:.2f} | {r['audio_seconds_per_second']:.2f} | {r['ttfb_p50_s']:.2f} s | "
              f"{r['ttfb_p99_s']:.2f} s | {', '.join(map(str, r['rss_before_mb']))} → {', '.join(map(str, r['rss_after_mb']))} |")
 k = fo["kill"]
-L += ["", f"- Below capacity: {b['errors']} errors in {b['requests']} requests.",
+st = res["runs"]["steady_60s"]
+series = ", ".join(f"{t:.0f} s: {m:.0f}" for t, m in st["rss_series_mb"])
+L += ["", f"- Below capacity: {b['errors']} errors in {b['requests']} requests; over 60 s of steady load "
+      f"{st['errors']} errors in {st['requests']}, RSS (MB) {series} (after warm-up, {st['rss_after_mb'][0]:.0f} at the end).",
       f"- Overload: {o['status_counts'].get('503', 0)} of {o['requests']} requests refused with 503 + Retry-After "
       f"(1 worker + 1 queue slot, 6 clients); every admitted one completed ({o['ok']} ok).",
       f"- Failover: instance 3 SIGKILLed at {k['at_s']} s with {k['active']:.0f} request running and "

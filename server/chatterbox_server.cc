@@ -1020,6 +1020,25 @@ void handle_default(SoupServer*, SoupServerMessage* msg, const char* path, GHash
   reply_error(s, msg, "other", 404, std::string("no such endpoint: ") + path, "not_found");
 }
 
+// Refuses an oversized body from its Content-Length, before libsoup reads it.
+void on_got_headers(SoupServerMessage* msg, gpointer d) {
+  Server* s = static_cast<Server*>(d);
+  SoupMessageHeaders* h = soup_server_message_get_request_headers(msg);
+  if (soup_message_headers_get_encoding(h) != SOUP_ENCODING_CONTENT_LENGTH) return;
+  goffset n = soup_message_headers_get_content_length(h);
+  const char* path = g_uri_get_path(soup_server_message_get_uri(msg));
+  goffset limit = !strcmp(path, "/v1/voices") ? goffset(s->cfg.max_upload) : goffset(s->cfg.max_input * 4 + 4096);
+  if (n > limit) {
+    soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Connection", "close");
+    reply_error(s, msg, path, 413, "request body of " + std::to_string(n) + " bytes; the limit is " +
+                std::to_string(limit), "request_too_large");
+  }
+}
+
+void on_request_started(SoupServer*, SoupServerMessage* msg, gpointer d) {
+  g_signal_connect(msg, "got-headers", G_CALLBACK(on_got_headers), d);
+}
+
 // ---- WebSocket: text in as it comes, audio out as it is made ---------------------------------------
 //
 // First message (text): {"model": ..., "voice": ..., "response_format": "pcm"} (the speech fields
@@ -1352,6 +1371,7 @@ int main(int argc, char** argv) {
   }
 
   s.soup = soup_server_new("server-header", "chatterbox-server", nullptr);
+  g_signal_connect(s.soup, "request-started", G_CALLBACK(on_request_started), &s);
   soup_server_add_handler(s.soup, nullptr, guarded<handle_default>, &s, nullptr);
   soup_server_add_handler(s.soup, "/v1/audio/speech", guarded<handle_speech>, &s, nullptr);
   soup_server_add_handler(s.soup, "/v1/models", guarded<handle_models>, &s, nullptr);

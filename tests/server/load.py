@@ -146,7 +146,15 @@ def main():
                 if st == 503:
                     time.sleep(0.5)  # as a client honouring Retry-After would (shortened to keep the run short)
 
-        threads = [threading.Thread(target=client) for _ in range(a.clients)]
+        rss_series = []  # (s, MB) of the first instance, every 5 s
+
+        def sample_rss():
+            while time.monotonic() < stop_at:
+                if servers[0].proc.poll() is None:
+                    rss_series.append((round(time.monotonic() - t0, 1), round(servers[0].rss() / 2**20, 1)))
+                time.sleep(5)
+
+        threads = [threading.Thread(target=client) for _ in range(a.clients)] + [threading.Thread(target=sample_rss)]
         for t in threads:
             t.start()
         killed = None
@@ -177,6 +185,7 @@ def main():
             "ttfb_p99_s": round(percentile(ttfbs, 99), 4) if ttfbs else None,
             "rss_before_mb": [round(x / 2**20, 1) for x in rss_before],
             "rss_after_mb": [round(x / 2**20, 1) for x in rss_after],
+            "rss_series_mb": rss_series,
             "error_kinds": sorted({str(r[2]) for r in bad}),
             "status_counts": {k: sum(1 for r in results if str(r[2]) == k) for k in sorted({str(r[2]) for r in results})},
         }
