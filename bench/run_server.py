@@ -33,6 +33,9 @@ runs = {
     "below_capacity": (["--workers", "2", "--queue", "8", "--clients", "2", "--seconds", "20"], "1"),
     # RSS over a minute of steady load (is it flat?).
     "steady_60s": (["--workers", "2", "--queue", "8", "--clients", "2", "--seconds", "60"], "1"),
+    # The same with glibc's malloc arenas capped: each pipeline's streaming
+    # threads otherwise open arenas of their own, and RSS climbs with them.
+    "steady_60s_arena2": (["--workers", "2", "--queue", "8", "--clients", "2", "--seconds", "60"], "1"),
     "overload": (["--workers", "1", "--queue", "1", "--clients", "6", "--seconds", "10"], "2"),
     "failover": (["--instances", "3", "--nginx", "--workers", "1", "--queue", "4", "--clients", "4",
                   "--seconds", "15", "--kill-at", "5"], "1"),
@@ -42,6 +45,8 @@ res = {"cpu": platform.processor() or platform.machine(), "nproc": os.cpu_count(
 for name, (args, threads) in runs.items():
     tmp = os.path.join("/tmp", f"cbx-bench-{name}.json")
     e = dict(env, OMP_NUM_THREADS=threads)
+    if name.endswith("_arena2"):
+        e["MALLOC_ARENA_MAX"] = "2"
     subprocess.run([sys.executable, "-W", "ignore", load, binary, fixtures, "--json", tmp] + args, env=e, check=True,
                    stdout=subprocess.DEVNULL)
     with open(tmp) as f:
@@ -70,8 +75,12 @@ for name, r in res["runs"].items():
 k = fo["kill"]
 st = res["runs"]["steady_60s"]
 series = ", ".join(f"{t:.0f} s: {m:.0f}" for t, m in st["rss_series_mb"])
+st2 = res["runs"]["steady_60s_arena2"]
+series2 = ", ".join(f"{t:.0f} s: {m:.0f}" for t, m in st2["rss_series_mb"])
 L += ["", f"- Below capacity: {b['errors']} errors in {b['requests']} requests; over 60 s of steady load "
-      f"{st['errors']} errors in {st['requests']}, RSS (MB) {series} (after warm-up, {st['rss_after_mb'][0]:.0f} at the end).",
+      f"{st['errors']} errors in {st['requests']}, RSS (MB) {series} ({st['rss_after_mb'][0]:.0f} at the end); "
+      f"with MALLOC_ARENA_MAX=2 {st2['errors']} errors in {st2['requests']}, RSS (MB) {series2} "
+      f"({st2['rss_after_mb'][0]:.0f} at the end).",
       f"- Overload: {o['status_counts'].get('503', 0)} of {o['requests']} requests refused with 503 + Retry-After "
       f"(1 worker + 1 queue slot, 6 clients); every admitted one completed ({o['ok']} ok).",
       f"- Failover: instance 3 SIGKILLed at {k['at_s']} s with {k['active']:.0f} request running and "
