@@ -213,6 +213,17 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(json.loads(ws.recv()[1])["error"]["code"], "invalid_json")
         ws.close()
 
+    def test_websocket_disconnect_cancels(self):
+        before = self.srv.metrics()["chatterbox_cancelled_total"]
+        ws = WebSocket(self.srv.port, "/v1/audio/speech/stream")
+        ws.send_text(json.dumps({"model": "tiny", "response_format": "pcm"}))
+        self.assertEqual(json.loads(ws.recv()[1])["type"], "ready")
+        ws.send_text(json.dumps({"text": LONG + " "}))
+        self.assertEqual(ws.recv()[0], 2)  # audio is coming
+        ws.close()  # no close frame: the connection just goes
+        self.assertIsNotNone(wait_for(lambda: self.srv.metrics()["chatterbox_active_workers"] == 0, 5))
+        self.assertEqual(self.srv.metrics()["chatterbox_cancelled_total"], before + 1)
+
     # ---- limits ----
     def test_cancel_on_disconnect(self):
         before = self.srv.metrics()["chatterbox_cancelled_total"]
