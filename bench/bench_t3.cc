@@ -82,6 +82,9 @@ struct Original {
   using Gen = T3Generator;
   using Opts = SamplingOptions;
   static constexpr int64_t kPrompt = 150;
+  // Speaker, the Perceiver's 32 latents for the prompt, emotion, then
+  // start-of-text + text + end-of-text, then the start-of-speech token.
+  static int64_t prefill_positions(int64_t text_n) { return 1 + 32 + 1 + (text_n + 2) + 1; }
   static Model make() { return g_weights.empty() ? T3Model::random(T3Config::english(), 1234) : T3Model::load(g_weights); }
   static int64_t text_vocab(const Model& m) { return m.config().text_tokens_dict_size; }
   static const at::Tensor& logits(const Gen& g) { return g.last_cfg_logits(); }
@@ -92,6 +95,8 @@ struct Gpt2Family {
   using Gen = T3TurboGenerator;
   using Opts = TurboSamplingOptions;
   static constexpr int64_t kPrompt = 375;
+  // Speaker, the whole prompt, the text (no start/end tokens), start of speech.
+  static int64_t prefill_positions(int64_t text_n) { return 1 + kPrompt + text_n + 1; }
   static Model make() {
     return g_weights.empty() ? T3TurboModel::random(G2::config(), 1234) : T3TurboModel::load(g_weights);
   }
@@ -136,7 +141,7 @@ json decode(const Args& a) {
   }
   const double ms = median(step);
   const double bytes = static_cast<double>(model.decode_weight_bytes());
-  out["prefill_positions"] = F::kPrompt + text_n;
+  out["prefill_positions"] = F::prefill_positions(text_n);
   out["prefill_ms"] = prefill;
   out["ms_per_token"] = ms;
   out["ms_per_token_all"] = step;

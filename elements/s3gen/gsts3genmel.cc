@@ -274,7 +274,22 @@ static gboolean gst_s3gen_mel_sink_event(GstPad* pad, GstObject* parent, GstEven
     case GST_EVENT_CUSTOM_DOWNSTREAM:
       // t3 marks the end of each utterance: decode it now rather than at the
       // next utterance's DISCONT, then pass the mark on (vocoders drain on it).
-      if (gst_event_has_name(event, "chatterbox/utterance-end")) finish_utterance(self);
+      if (gst_event_has_name(event, "chatterbox/utterance-end")) {
+        finish_utterance(self);
+        // trim-tokens (t3, multilingual models: generate drops the final
+        // token's audio) in mel frames for the vocoder, which drops their
+        // samples from the audio it drains: upstream cuts the vocoded audio,
+        // and the vocoder's output before the cut needs those frames
+        // (tests/hift trim_before_vocoder_vs_after).
+        guint trim = 0;
+        if (gst_structure_get_uint(gst_event_get_structure(event), "trim-tokens", &trim) && trim > 0) {
+          GstStructure* s = gst_structure_copy(gst_event_get_structure(event));
+          gst_structure_set(s, "trim-frames", G_TYPE_UINT,
+                            static_cast<guint>(trim * self->flow->config().token_mel_ratio), nullptr);
+          gst_event_unref(event);
+          event = gst_event_new_custom(GST_EVENT_CUSTOM_DOWNSTREAM, s);
+        }
+      }
       return gst_pad_event_default(pad, parent, event);
     case GST_EVENT_FLUSH_STOP:
       self->tokens.clear();
@@ -379,6 +394,8 @@ static gboolean load(GstS3GenMel* self) {
       using chatterbox::voice::Variant;
       self->voice_ref = chatterbox::voice::cached_s3gen_voice(voice, model, is_meanflow ? Variant::Turbo : Variant::Original);
       v = chatterbox::S3GenVoice{self->voice_ref->prompt_token, self->voice_ref->prompt_feat, self->voice_ref->embedding};
+      for (const std::string& w : self->voice_ref->warnings)
+        GST_ELEMENT_WARNING(self, RESOURCE, READ, ("Voice '%s': %s", voice.c_str(), w.c_str()), (nullptr));
     } else {
       v = chatterbox::S3GenVoice::load(voice);
     }

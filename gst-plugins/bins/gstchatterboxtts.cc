@@ -12,7 +12,7 @@ GST_DEBUG_CATEGORY_STATIC(chatterbox_tts_debug);
 #define GST_CAT_DEFAULT chatterbox_tts_debug
 
 enum { PROP_0, PROP_MODEL_DIR, PROP_VOICE, PROP_VOCODER, PROP_VOCOS_MODEL, PROP_HIFT_MODEL, PROP_S3GEN_MODEL,
-       PROP_SEED, PROP_GREEDY, PROP_STREAMING, PROP_CHUNK_TOKENS, PROP_LEFT_CONTEXT };
+       PROP_SEED, PROP_GREEDY, PROP_STREAMING, PROP_CHUNK_TOKENS, PROP_LEFT_CONTEXT, PROP_LANGUAGE };
 
 // How s3genmel decodes: whole utterances (exact), or the bounded-cost window
 // (docs/s3gen-streaming.md); auto picks the window when upstream is live.
@@ -43,6 +43,7 @@ struct _GstChatterboxTts {
   gchar* vocos_model;
   gchar* hift_model;
   gchar* s3gen_model;
+  gchar* language;  // t3's language (multilingual models)
   guint64 seed;
   gboolean greedy;
   GstChatterboxTtsStreaming streaming;
@@ -96,8 +97,8 @@ static void configure(GstChatterboxTts* self) {
       if (vocos.empty() && L.has_vocos) vocos = L.vocos;
       // Turbo's T3 is paired with the mean-flow decoder: anything else is
       // refused by s3genmel at READY.
-      gst_util_set_object_arg(G_OBJECT(self->s3gen), "meanflow",
-                              L.kind == chatterbox::t3::ModelDirKind::Chatterbox ? "auto" : "on");
+      const bool turbo = L.kind == chatterbox::t3::ModelDirKind::Turbo || L.kind == chatterbox::t3::ModelDirKind::Nano;
+      gst_util_set_object_arg(G_OBJECT(self->s3gen), "meanflow", turbo ? "on" : "auto");
     } catch (const std::exception& e) {
       self->dir_error = g_strdup(e.what());
     }
@@ -110,7 +111,7 @@ static void configure(GstChatterboxTts* self) {
   std::string hift = self->hift_model ? self->hift_model : s3gen;
   if (!hift.empty()) g_object_set(self->vocoder, "hift-model", hift.c_str(), nullptr);
   if (!vocos.empty()) g_object_set(self->vocoder, "vocos-model", vocos.c_str(), nullptr);
-  g_object_set(self->t3, "seed", self->seed, "greedy", self->greedy, nullptr);
+  g_object_set(self->t3, "seed", self->seed, "greedy", self->greedy, "language", self->language, nullptr);
   g_object_set(self->s3gen, "seed", self->seed, nullptr);
 }
 
@@ -169,7 +170,9 @@ static GstStateChangeReturn gst_chatterbox_tts_change_state(GstElement* element,
     if (self->dir_error) {
       GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("%s", self->dir_error),
                         ("a Chatterbox model directory holds t3_cfg.safetensors, s3gen.safetensors, tokenizer.json, "
-                         "conds.pt; a Turbo/Nano one t3_turbo_v1.safetensors or t3_nano_v1.safetensors, "
+                         "conds.pt; a Multilingual one t3_mtl23ls_v3.safetensors (or _v2), s3gen.safetensors, "
+                         "grapheme_mtl_merged_expanded_v1.json, conds.pt (Cangjie5_TC.json for Chinese); "
+                         "a Turbo/Nano one t3_turbo_v1.safetensors or t3_nano_v1.safetensors, "
                          "s3gen_meanflow.safetensors, the tokenizer (tokenizer.json or vocab.json + merges.txt), "
                          "conds.pt"));
       return GST_STATE_CHANGE_FAILURE;
@@ -189,7 +192,7 @@ static void gst_chatterbox_tts_set_property(GObject* object, guint id, const GVa
   const bool stopped = chatterbox::element_is_stopped(GST_ELEMENT(self));
   GST_OBJECT_UNLOCK(self);
   const bool live_setting = id == PROP_SEED || id == PROP_GREEDY || id == PROP_STREAMING || id == PROP_CHUNK_TOKENS ||
-                            id == PROP_LEFT_CONTEXT;
+                            id == PROP_LEFT_CONTEXT || id == PROP_LANGUAGE;
   if (!stopped && !live_setting) {
     // Files (and the vocoder kind) are loaded in READY: refused, as by the children.
     chatterbox::warn_load_time_property(GST_ELEMENT(self), pspec);
@@ -203,6 +206,7 @@ static void gst_chatterbox_tts_set_property(GObject* object, guint id, const GVa
     case PROP_S3GEN_MODEL: set_string(&self->s3gen_model, value); break;
     case PROP_SEED: self->seed = g_value_get_uint64(value); break;
     case PROP_GREEDY: self->greedy = g_value_get_boolean(value); break;
+    case PROP_LANGUAGE: set_string(&self->language, value); break;
     case PROP_VOCODER: g_object_set_property(G_OBJECT(self->vocoder), "vocoder", value); return;
     case PROP_STREAMING:
     case PROP_CHUNK_TOKENS:
@@ -221,7 +225,7 @@ static void gst_chatterbox_tts_set_property(GObject* object, guint id, const GVa
   } else {
     // Live settings only (t3 applies them from its next text buffer, s3genmel
     // from its next utterance); re-setting the files would be refused.
-    g_object_set(self->t3, "seed", self->seed, "greedy", self->greedy, nullptr);
+    g_object_set(self->t3, "seed", self->seed, "greedy", self->greedy, "language", self->language, nullptr);
     g_object_set(self->s3gen, "seed", self->seed, nullptr);
   }
 }
@@ -238,6 +242,7 @@ static void gst_chatterbox_tts_get_property(GObject* object, guint id, GValue* v
     case PROP_S3GEN_MODEL: get_string(value, self->s3gen_model); break;
     case PROP_SEED: g_value_set_uint64(value, self->seed); break;
     case PROP_GREEDY: g_value_set_boolean(value, self->greedy); break;
+    case PROP_LANGUAGE: get_string(value, self->language); break;
     case PROP_VOCODER: g_object_get_property(G_OBJECT(self->vocoder), "vocoder", value); break;
     case PROP_STREAMING: g_value_set_enum(value, self->streaming); break;
     case PROP_CHUNK_TOKENS: g_value_set_uint(value, self->chunk_tokens); break;
@@ -253,6 +258,7 @@ static void gst_chatterbox_tts_finalize(GObject* object) {
   g_free(self->vocos_model);
   g_free(self->hift_model);
   g_free(self->s3gen_model);
+  g_free(self->language);
   g_free(self->dir_error);
   G_OBJECT_CLASS(gst_chatterbox_tts_parent_class)->finalize(object);
 }
@@ -269,7 +275,10 @@ static void gst_chatterbox_tts_class_init(GstChatterboxTtsClass* klass) {
   g_object_class_install_property(gobject_class, PROP_MODEL_DIR,
       g_param_spec_string("model-dir", "Model directory",
                           "Directory holding Chatterbox's files: t3_cfg.safetensors, s3gen.safetensors, "
-                          "tokenizer.json, conds.pt; or Chatterbox-Turbo's / -Nano's: t3_turbo_v1.safetensors or "
+                          "tokenizer.json, conds.pt; or Chatterbox Multilingual's: t3_mtl23ls_v3.safetensors and/or "
+                          "t3_mtl23ls_v2.safetensors (V3 when both), s3gen.safetensors, "
+                          "grapheme_mtl_merged_expanded_v1.json, conds.pt, Cangjie5_TC.json (Chinese); "
+                          "or Chatterbox-Turbo's / -Nano's: t3_turbo_v1.safetensors or "
                           "t3_nano_v1.safetensors, s3gen_meanflow.safetensors (run as mean flow), the tokenizer "
                           "(tokenizer.json or vocab.json + merges.txt + added_tokens.json), conds.pt. Optionally "
                           "vocos.safetensors (a Vocos for S3Gen mels). Which model it is comes from the T3 file; a "
@@ -302,6 +311,12 @@ static void gst_chatterbox_tts_class_init(GstChatterboxTtsClass* klass) {
                           "Seed of T3's sampler and S3Gen's noise. Changeable while playing (applies from the next "
                           "text buffer / utterance); the files and the vocoder change in the NULL state only.",
                           0, G_MAXUINT64, 0, static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING)));
+  g_object_class_install_property(gobject_class, PROP_LANGUAGE,
+      g_param_spec_string("language", "Language",
+                          "Language of the text (multilingual model directories): one of ar da de el en es fi fr he "
+                          "hi it ja ko ms nl no pl pt ru sv sw tr zh (NULL: en), passed to t3. Changeable while "
+                          "playing (applies from the next text buffer).",
+                          nullptr, static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING)));
   g_object_class_install_property(gobject_class, PROP_GREEDY,
       g_param_spec_boolean("greedy", "Greedy",
                            "T3 takes the most likely token instead of sampling. Changeable while playing (applies "

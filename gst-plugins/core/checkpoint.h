@@ -48,7 +48,9 @@ void write_safetensors(const std::string& path, const std::map<std::string, at::
 
 // Reads a PyTorch zip checkpoint (torch.save, pickle protocol 2) whose object
 // is a dict / OrderedDict of tensors, possibly nested (conds.pt: {"t3": {...},
-// "gen": {...}}). Nested keys are joined with '.'; None values are skipped.
+// "gen": {...}}). Nested keys are joined with '.'; int, bool and str leaves
+// go to metadata under the joined key ({"step": 800} -> metadata["step"] =
+// "800"), None and other non-tensor values are skipped.
 // A restricted unpickler: only the globals torch.save emits for tensors are
 // accepted, any other global is refused (a pickle can run code).
 TensorStore read_torch_zip(const std::string& path);

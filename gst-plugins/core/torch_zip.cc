@@ -720,7 +720,8 @@ Value* Unpickler::run() {
 // weights ({"state_dict": {...}} from Lightning, {"model": {...}}) simply
 // yields "state_dict.<name>" keys; callers pick the prefix with
 // Checkpoint::sub(). Non-tensor leaves (epoch counters, hyper-parameters,
-// None) are skipped: they are metadata, not weights.
+// None) are not weights: ints, bools and strings are kept in
+// TensorStore::metadata under their joined key, the rest skipped.
 
 struct Flattener {
   Unpickler& up;
@@ -764,6 +765,11 @@ struct Flattener {
         out.tensors.emplace(key, up.materialize(*v->tensor));
         break;
       }
+      // Scalar leaves ({"model": ..., "step": 250000}) are kept as string
+      // metadata under their joined key; they never become tensors.
+      case Value::Kind::Int:
+      case Value::Kind::Bool: out.metadata[key] = std::to_string(v->i); break;
+      case Value::Kind::String: out.metadata[key] = v->s.substr(0, 4096); break;
       default: break;
     }
   }

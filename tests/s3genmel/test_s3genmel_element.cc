@@ -442,3 +442,37 @@ BOOST_AUTO_TEST_CASE(window_chunk_edges_do_not_click) {
   }
   BOOST_TEST_MESSAGE("window mode audio: largest edge step / largest step nearby = " << worst);
 }
+
+// t3's utterance-end field trim-tokens (multilingual models: generate drops
+// the final token's audio): s3genmel keeps the mel and passes the event on
+// with trim-frames (2 per token) for the vocoder, which drops those samples.
+BOOST_AUTO_TEST_CASE(utterance_end_trim_tokens_becomes_trim_frames) {
+  TempFiles files;
+  for (const std::string props : {"", "chunk-tokens=8"}) {
+    for (int trim : {-1, 0, 1, 2}) {
+      BOOST_TEST_CONTEXT("props '" << props << "', trim-tokens " << trim) {
+        GstHarness* h = make("voice=" + files.voice + " seed=5 " + props);
+        push_tokens(h, fixture_tokens(), 7);
+        GstStructure* s = gst_structure_new("chatterbox/utterance-end", "utterance", G_TYPE_UINT64,
+                                            G_GUINT64_CONSTANT(0), nullptr);
+        if (trim >= 0) gst_structure_set(s, "trim-tokens", G_TYPE_UINT, static_cast<guint>(trim), nullptr);
+        BOOST_REQUIRE(gst_harness_push_event(h, gst_event_new_custom(GST_EVENT_CUSTOM_DOWNSTREAM, s)));
+        BOOST_TEST(pull_all(h).mel.size(0) == 60);  // the mel is not cut
+        int ends = 0;
+        while (GstEvent* ev = gst_harness_try_pull_event(h)) {
+          const GstStructure* st = gst_event_get_structure(ev);
+          if (st && gst_structure_has_name(st, "chatterbox/utterance-end")) {
+            ++ends;
+            guint frames = 0;
+            const bool has = gst_structure_get_uint(st, "trim-frames", &frames);
+            BOOST_TEST(has == (trim > 0));
+            if (has) BOOST_TEST(frames == static_cast<guint>(2 * trim));
+          }
+          gst_event_unref(ev);
+        }
+        BOOST_TEST(ends == 1);
+        gst_harness_teardown(h);
+      }
+    }
+  }
+}

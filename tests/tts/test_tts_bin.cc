@@ -249,3 +249,35 @@ BOOST_AUTO_TEST_CASE(streaming_follows_a_live_source) {
   BOOST_TEST(s3gen_mode("streaming=on chunk-tokens=5 left-context=20", false).first == 5u);
   BOOST_TEST(s3gen_mode("streaming=off", true).first == 0u);
 }
+
+// A multilingual directory is told by its T3 file (V3 or V2) and lists what
+// it lacks; language reaches t3, whose errors name the valid codes.
+BOOST_AUTO_TEST_CASE(multilingual_directory_and_language) {
+  char tmpl[] = "/tmp/chatterbox-tts-mtl-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  BOOST_REQUIRE(symlink(fixture("t3/t3_tiny.safetensors").c_str(), (dir + "/t3_mtl23ls_v2.safetensors").c_str()) == 0);
+  std::string e = ready_error("model-dir=" + dir);
+  BOOST_TEST(e.find("Chatterbox Multilingual") != std::string::npos, e);
+  BOOST_TEST(e.find("t3_mtl23ls_v2.safetensors") != std::string::npos, e);
+  BOOST_TEST(e.find("grapheme_mtl_merged_expanded_v1.json") != std::string::npos, e);
+  BOOST_TEST(e.find("s3gen.safetensors") != std::string::npos, e);
+  BOOST_TEST(e.find("conds.pt") != std::string::npos, e);
+  std::remove((dir + "/t3_mtl23ls_v2.safetensors").c_str());
+  rmdir(dir.c_str());
+
+  ModelDir m;
+  e = ready_error("model-dir=" + m.dir + " language=xx");
+  BOOST_TEST(e.find("Unknown language 'xx'") != std::string::npos, e);
+  BOOST_TEST(e.find("ar, da, de") != std::string::npos, e);
+  e = ready_error("model-dir=" + m.dir + " language=fr");
+  BOOST_TEST(e.find("needs a Chatterbox Multilingual T3") != std::string::npos, e);
+  GstElement* tts = gst_element_factory_make("chatterboxtts", nullptr);
+  g_object_set(tts, "language", "ja", nullptr);
+  GstElement* t3 = gst_bin_get_by_name(GST_BIN(tts), "t3");
+  gchar* lang = nullptr;
+  g_object_get(t3, "language", &lang, nullptr);
+  BOOST_TEST(std::string(lang ? lang : "") == "ja");
+  g_free(lang);
+  gst_object_unref(t3);
+  gst_object_unref(tts);
+}
