@@ -76,7 +76,7 @@ struct Histogram {
   }
   void render(std::string& out, const char* name, const char* help) const {
     out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " histogram\n";
-    char buf[128];
+    char buf[512];
     for (size_t i = 0; i < bounds.size(); ++i) {
       snprintf(buf, sizeof buf, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)counts[i]);
       out += buf;
@@ -142,8 +142,11 @@ void job_unref(Job* j) {
   }
 }
 
+std::atomic<int> g_teardowns{0};  // teardown threads still setting a pipeline to NULL
+
 struct Server {
   Config cfg;
+  std::vector<Job*> running;  // jobs with a pipeline (for shutdown)
   SoupServer* soup = nullptr;
   GMainLoop* loop = nullptr;
   int active = 0;
@@ -167,7 +170,7 @@ void count(Server* s, const std::string& endpoint, int status, const std::string
 
 void reply_json(Server* s, SoupServerMessage* msg, const std::string& endpoint, int status, const json& body,
                 const std::string& code = "") {
-  std::string text = body.dump();
+  std::string text = body.dump(-1, ' ', false, json::error_handler_t::replace);
   soup_server_message_set_status(msg, status, nullptr);
   soup_server_message_set_response(msg, "application/json", SOUP_MEMORY_COPY, text.data(), text.size());
   count(s, endpoint, status, code);
@@ -297,10 +300,12 @@ void stop_pipeline(Job* j) {
     gst_object_unref(j->appsrc);
     j->appsrc = nullptr;
   }
+  g_teardowns.fetch_add(1);
   GThread* t = g_thread_new("teardown", [](gpointer d) -> gpointer {
     GstElement* p = static_cast<GstElement*>(d);
     gst_element_set_state(p, GST_STATE_NULL);
     gst_object_unref(p);
+    g_teardowns.fetch_sub(1);
     return nullptr;
   }, p);
   g_thread_unref(t);
@@ -353,6 +358,7 @@ void finish_job(Job* j, int status, const std::string& outcome) {
   if (j->running) {
     j->running = false;
     s->active--;
+    s->running.erase(std::remove(s->running.begin(), s->running.end(), j), s->running.end());
   }
   job_unref(j);  // the admission reference
   start_next(s);
@@ -363,17 +369,16 @@ void finish_job(Job* j, int status, const std::string& outcome) {
 void fail_http(Job* j, int status, const std::string& message, const std::string& code) {
   if (!j->msg) return;
   if (!j->headers_sent) {
-    std::string text = error_body(message, status >= 500 ? "server_error" : "invalid_request_error", code).dump();
+    std::string text = error_body(message, status >= 500 ? "server_error" : "invalid_request_error", code).dump(-1, ' ', false, json::error_handler_t::replace);
     soup_server_message_set_status(j->msg, status, nullptr);
     soup_message_headers_set_encoding(soup_server_message_get_response_headers(j->msg), SOUP_ENCODING_CONTENT_LENGTH);
     soup_server_message_set_response(j->msg, "application/json", SOUP_MEMORY_COPY, text.data(), text.size());
     soup_server_message_unpause(j->msg);
   } else {
-    GIOStream* io = soup_server_message_steal_connection(j->msg);
-    if (io) {
-      g_io_stream_close(io, nullptr, nullptr);
-      g_object_unref(io);
-    }
+    // Shut the socket itself: libsoup then fails the message without
+    // writing the terminating chunk (stealing the connection wrote it).
+    if (GSocket* sock = soup_server_message_get_socket(j->msg)) g_socket_shutdown(sock, TRUE, TRUE, nullptr);
+    soup_server_message_unpause(j->msg);
   }
 }
 
@@ -432,7 +437,7 @@ gboolean drain_events(gpointer d) {
           soup_server_message_unpause(j->msg);
         } else if (j->ws) {
           json done = {{"type", "done"}, {"audio_seconds", double(j->samples.load()) / kSampleRate}};
-          std::string t = done.dump();
+          std::string t = done.dump(-1, ' ', false, json::error_handler_t::replace);
           soup_websocket_connection_send_text(j->ws, t.c_str());
         }
         finish_job(j, 200, "ok");
@@ -576,6 +581,7 @@ void start_job(Job* j) {
   j->queued = false;
   j->running = true;
   s->active++;
+  s->running.push_back(j);
   j->t_start = g_get_monotonic_time();
   std::string why;
   if (!build_pipeline(j, &why)) {
@@ -721,7 +727,7 @@ bool parse_speech(Server* s, const json& req, Job* j, bool need_input, Refusal* 
     }
     glong chars = g_utf8_validate(j->text.data(), j->text.size(), nullptr) ? g_utf8_strlen(j->text.c_str(), -1) : -1;
     if (chars < 0) {
-      *r = {400, "'input' is not valid UTF-8", "invalid_input", "input"};
+      *r = {400, "'input' is not valid UTF-8 (or holds a NUL)", "invalid_input", "input"};
       return false;
     }
     if (size_t(chars) > s->cfg.max_input) {
@@ -998,6 +1004,17 @@ void handle_voices(SoupServer*, SoupServerMessage* msg, const char*, GHashTable*
   reply_json(s, msg, ep, 201, {{"id", id}, {"object", "voice"}, {"kind", std::string(ext + 1)}, {"bytes", n}});
 }
 
+// No exception leaves a handler: whatever escapes is a 500 with the error body.
+template <void (*H)(SoupServer*, SoupServerMessage*, const char*, GHashTable*, gpointer)>
+void guarded(SoupServer* srv, SoupServerMessage* msg, const char* path, GHashTable* q, gpointer d) {
+  try {
+    H(srv, msg, path, q, d);
+  } catch (const std::exception& e) {
+    g_printerr("chatterbox-server: %s %s: internal error: %s\n", soup_server_message_get_method(msg), path, e.what());
+    reply_error(static_cast<Server*>(d), msg, path, 500, "internal error", "internal_error");
+  }
+}
+
 void handle_default(SoupServer*, SoupServerMessage* msg, const char* path, GHashTable*, gpointer d) {
   Server* s = static_cast<Server*>(d);
   reply_error(s, msg, "other", 404, std::string("no such endpoint: ") + path, "not_found");
@@ -1015,7 +1032,7 @@ void ws_send_error(Job* j, const std::string& message, const std::string& code) 
   if (!j->ws || soup_websocket_connection_get_state(j->ws) != SOUP_WEBSOCKET_STATE_OPEN) return;
   json e = error_body(message, "server_error", code);
   e["type"] = "error";
-  soup_websocket_connection_send_text(j->ws, e.dump().c_str());
+  soup_websocket_connection_send_text(j->ws, e.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
 }
 
 size_t sentence_cut(const std::string& t) {
@@ -1040,12 +1057,22 @@ void ws_refuse(SoupWebsocketConnection* c, Server* s, int status, const std::str
                const char* param, gushort close_code) {
   json e = error_body(message, status >= 500 ? "server_error" : "invalid_request_error", code, param);
   e["type"] = "error";
-  soup_websocket_connection_send_text(c, e.dump().c_str());
+  soup_websocket_connection_send_text(c, e.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
   soup_websocket_connection_close(c, close_code, code.c_str());
   count(s, "/v1/audio/speech/stream", status, code);
 }
 
+void on_ws_message_impl(SoupWebsocketConnection* c, gint type, GBytes* message, gpointer d);
 void on_ws_message(SoupWebsocketConnection* c, gint type, GBytes* message, gpointer d) {
+  try {
+    on_ws_message_impl(c, type, message, d);
+  } catch (const std::exception& e) {
+    g_printerr("chatterbox-server: WebSocket message: internal error: %s\n", e.what());
+    if (soup_websocket_connection_get_state(c) == SOUP_WEBSOCKET_STATE_OPEN)
+      soup_websocket_connection_close(c, 1011, "internal error");
+  }
+}
+void on_ws_message_impl(SoupWebsocketConnection* c, gint type, GBytes* message, gpointer d) {
   WsSession* ws = static_cast<WsSession*>(d);
   Server* s = ws->s;
   gsize n;
@@ -1085,7 +1112,7 @@ void on_ws_message(SoupWebsocketConnection* c, gint type, GBytes* message, gpoin
     ws->job = j;
     job_ref(j);  // the session's reference
     admit(s, j);
-    soup_websocket_connection_send_text(c, json{{"type", "ready"}}.dump().c_str());
+    soup_websocket_connection_send_text(c, json{{"type", "ready"}}.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
     return;
   }
   Job* j = ws->job;
@@ -1296,13 +1323,41 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // One chatterboxtts per model held in READY for the server's life: the
+  // elements' model cache keeps weights only while some element holds them,
+  // so without this every request would load them afresh. It also checks
+  // each model directory before the first request.
+  std::vector<GstElement*> keepers;
+  for (const auto& m : s.cfg.models) {
+    GstElement* pipe = gst_pipeline_new(("keep-" + m.name).c_str());
+    GstElement* tts = gst_element_factory_make("chatterboxtts", nullptr);
+    gst_bin_add(GST_BIN(pipe), tts);
+    g_object_set(tts, "model-dir", m.dir.c_str(), nullptr);
+    for (const auto& kv : m.props) gst_util_set_object_arg(G_OBJECT(tts), kv.first.c_str(), kv.second.c_str());
+    gint64 t0 = g_get_monotonic_time();
+    if (gst_element_set_state(pipe, GST_STATE_READY) == GST_STATE_CHANGE_FAILURE) {
+      GstBus* b = gst_element_get_bus(pipe);
+      GstMessage* msg = gst_bus_pop_filtered(b, GST_MESSAGE_ERROR);
+      GError* e = nullptr;
+      if (msg) gst_message_parse_error(msg, &e, nullptr);
+      g_printerr("chatterbox-server: model '%s' (%s) does not load: %s\n", m.name.c_str(), m.dir.c_str(),
+                 e ? e->message : "chatterboxtts refused READY");
+      g_clear_error(&e);
+      if (msg) gst_message_unref(msg);
+      gst_object_unref(b);
+      return 2;
+    }
+    g_printerr("chatterbox-server: model '%s' loaded in %.2f s\n", m.name.c_str(), (g_get_monotonic_time() - t0) / 1e6);
+    keepers.push_back(pipe);
+  }
+
   s.soup = soup_server_new("server-header", "chatterbox-server", nullptr);
-  soup_server_add_handler(s.soup, nullptr, handle_default, &s, nullptr);
-  soup_server_add_handler(s.soup, "/v1/audio/speech", handle_speech, &s, nullptr);
-  soup_server_add_handler(s.soup, "/v1/models", handle_models, &s, nullptr);
-  soup_server_add_handler(s.soup, "/v1/voices", handle_voices, &s, nullptr);
-  soup_server_add_handler(s.soup, "/health", handle_health, &s, nullptr);
-  soup_server_add_handler(s.soup, "/metrics", handle_metrics, &s, nullptr);
+  soup_server_add_handler(s.soup, nullptr, guarded<handle_default>, &s, nullptr);
+  soup_server_add_handler(s.soup, "/v1/audio/speech", guarded<handle_speech>, &s, nullptr);
+  soup_server_add_handler(s.soup, "/v1/models", guarded<handle_models>, &s, nullptr);
+  soup_server_add_handler(s.soup, "/v1/voices", guarded<handle_voices>, &s, nullptr);
+  soup_server_add_handler(s.soup, "/health", guarded<handle_health>, &s, nullptr);
+  soup_server_add_handler(s.soup, "/metrics", guarded<handle_metrics>, &s, nullptr);
   soup_server_add_websocket_handler(s.soup, "/v1/audio/speech/stream", nullptr, nullptr, handle_ws, &s, nullptr);
   GSocketAddress* addr = g_inet_socket_address_new_from_string(s.cfg.host.c_str(), guint(s.cfg.port));
   if (!addr) {
@@ -1329,6 +1384,18 @@ int main(int argc, char** argv) {
   g_unix_signal_add(SIGTERM, quit, s.loop);
   g_unix_signal_add(SIGINT, quit, s.loop);
   g_main_loop_run(s.loop);
+  // Shutdown: stop listening, cancel what runs or waits, wait for the
+  // pipelines to reach NULL (no streaming thread outlives main).
+  g_printerr("chatterbox-server: stopping (%d running, %zu queued)\n", s.active, s.queue.size());
   soup_server_disconnect(s.soup);
+  while (!s.queue.empty()) finish_job(s.queue.front(), 503, "cancelled");
+  while (!s.running.empty()) finish_job(s.running.front(), 503, "cancelled");
+  for (int i = 0; i < 500 && g_teardowns.load() > 0; ++i) g_usleep(10000);
+  while (g_main_context_iteration(nullptr, FALSE)) {
+  }
+  for (GstElement* k : keepers) {
+    gst_element_set_state(k, GST_STATE_NULL);
+    gst_object_unref(k);
+  }
   return 0;
 }
