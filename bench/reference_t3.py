@@ -26,6 +26,9 @@ sys.path.insert(0, os.path.join(HERE, "refshim"))
 sys.path.insert(0, HERE)
 import torch  # noqa: E402
 from reference_common import read_safetensors, set_threads, peak_rss_kb  # noqa: E402
+import torch2_compat  # noqa: E402  (refshim: torch 2 calls the Perceiver makes)
+
+torch2_compat.install()
 
 
 def import_upstream(upstream):

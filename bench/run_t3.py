@@ -16,8 +16,15 @@ import argparse, json, os, subprocess, sys, time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run(argv):
+def run(argv, threads=None):
     env = dict(os.environ)
+    # As bench/run_bench.py: libgomp's workers wait passively (Debian's torch
+    # otherwise spins them, which on a busy 2-core machine costs the PyTorch
+    # reference far more than it would cost a user on an idle one), and both
+    # of LibTorch's pools get the row's thread count.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if threads:
+        env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = str(threads)
     t = time.time()
     p = subprocess.run(argv, capture_output=True, text=True, env=env)
     if p.returncode != 0:
@@ -77,10 +84,10 @@ def main():
             run([py, ref, "--make-weights", f, w])
         tokens_ref = "12" if a.quick else "30"
         row = {"family": f, "threads": 2, "tokens": int(tokens_ref)}
-        row["upstream"] = run([py, ref, "--time", f, w, "--threads", "2", "--tokens", tokens_ref])
+        row["upstream"] = run([py, ref, "--time", f, w, "--threads", "2", "--tokens", tokens_ref], threads=2)
         for p in ["f32", "int8"]:
             row[p] = run([t3, "decode", "--family", f, "--precision", p, "--threads", "2", "--tokens", tokens_ref,
-                          "--reps", "1", "--weights", w])
+                          "--reps", "1", "--weights", w], threads=2)
         res["reference"].append(row)
         print(f, "reference", row["upstream"].get("ms_per_token"), file=sys.stderr)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)

@@ -20,7 +20,7 @@ GST_DEBUG_CATEGORY_STATIC(s3gen_mel_debug);
 #define GST_CAT_DEFAULT s3gen_mel_debug
 
 enum { PROP_0, PROP_MODEL, PROP_VOICE, PROP_N_TIMESTEPS, PROP_CFG_RATE, PROP_SEED, PROP_NOISE_FILE, PROP_DEVICE,
-       PROP_CHUNK_TOKENS, PROP_PRECISION, PROP_MEANFLOW, PROP_APPEND_SILENCE, PROP_LEFT_CONTEXT };
+       PROP_CHUNK_TOKENS, PROP_PRECISION, PROP_MEANFLOW, PROP_APPEND_SILENCE, PROP_LEFT_CONTEXT, PROP_CONTEXT_MEL };
 
 // meanflow / append-silence: auto follows the model (Turbo or not).
 typedef enum { S3GEN_MEL_AUTO, S3GEN_MEL_OFF, S3GEN_MEL_ON } GstS3GenMelSwitch;
@@ -60,6 +60,7 @@ struct _GstS3GenMel {
   guint64 seed;
   guint chunk_tokens;  // 0: whole utterance (exact)
   gint left_context;   // -1: upstream's re-decode-all rule; >= 0: bounded window (tokens)
+  gboolean context_mel;  // window mode: context frames conditioned on the emitted mel
 
   // Loaded in NULL -> READY. The flow weights are shared with every
   // s3genmel naming the same file (ModelCache).
@@ -80,6 +81,7 @@ struct _GstS3GenMel {
   guint64 cur_seed;
   guint cur_chunk_tokens;
   gint cur_left_context;
+  gboolean cur_context_mel;
   gboolean cur_append_silence;
   std::unique_ptr<chatterbox::S3GenFlowStreamer> streamer;
   gint64 frames_out;
@@ -132,6 +134,7 @@ static chatterbox::S3GenStreamerOptions streamer_options(GstS3GenMel* self) {
   o.silence_token = kSilenceToken;
   o.left_context = self->cur_left_context;
   o.chunk_tokens = self->cur_chunk_tokens;
+  o.context_cond = self->cur_context_mel;
   return o;
 }
 
@@ -198,6 +201,7 @@ static GstFlowReturn gst_s3gen_mel_chain(GstPad*, GstObject* parent, GstBuffer* 
     self->cur_seed = self->seed;
     self->cur_chunk_tokens = self->chunk_tokens;
     self->cur_left_context = self->left_context;
+    self->cur_context_mel = self->context_mel;
     const GstS3GenMelSwitch silence = self->append_silence;
     GST_OBJECT_UNLOCK(self);
     self->cur_append_silence =
@@ -521,6 +525,7 @@ static void gst_s3gen_mel_set_property(GObject* object, guint id, const GValue* 
       break;
     }
     case PROP_LEFT_CONTEXT: self->left_context = g_value_get_int(value); break;
+    case PROP_CONTEXT_MEL: self->context_mel = g_value_get_boolean(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }
   GST_OBJECT_UNLOCK(self);
@@ -545,6 +550,7 @@ static void gst_s3gen_mel_get_property(GObject* object, guint id, GValue* value,
     case PROP_SEED: g_value_set_uint64(value, self->seed); break;
     case PROP_CHUNK_TOKENS: g_value_set_uint(value, self->chunk_tokens); break;
     case PROP_LEFT_CONTEXT: g_value_set_int(value, self->left_context); break;
+    case PROP_CONTEXT_MEL: g_value_set_boolean(value, self->context_mel); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }
   GST_OBJECT_UNLOCK(self);
@@ -663,6 +669,15 @@ static void gst_s3gen_mel_class_init(GstS3GenMelClass* klass) {
                        "noise draw per utterance (docs/s3gen-streaming.md). Changeable while playing: applies from "
                        "the next utterance.",
                        -1, 100000, -1, live));
+  g_object_class_install_property(gobject_class, PROP_CONTEXT_MEL,
+      g_param_spec_boolean("context-mel", "Context mel",
+                           "Window mode (left-context >= 0): condition the context frames on the mel already emitted "
+                           "(TRUE, default: the model continues it, as it continues its voice prompt) or give them "
+                           "zero conditioning as the whole decode does, re-decoding them from the same noise (FALSE; "
+                           "on full-size random weights about twice as close to the whole decode, "
+                           "bench/results/live.md). The voice prompt's frames keep their prompt mel either way. "
+                           "Changeable while playing: applies from the next utterance.",
+                           TRUE, live));
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);
   gst_element_class_set_static_metadata(element_class, "S3Gen token-to-mel", "Codec/Decoder/Audio",
@@ -692,5 +707,6 @@ static void gst_s3gen_mel_init(GstS3GenMel* self) {
   self->precision = g_strdup("f32");
   self->cfg_rate = -1.0;
   self->left_context = -1;
+  self->context_mel = TRUE;
   new (&self->timing) chatterbox::OutputTiming();
 }

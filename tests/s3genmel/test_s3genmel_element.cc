@@ -360,6 +360,14 @@ BOOST_AUTO_TEST_CASE(window_mode_streams_as_tokens_arrive) {
   push_tokens(g, ids, 80);
   BOOST_TEST(at::equal(pull_all(g).mel, out.mel));
   gst_harness_teardown(g);
+  // context-mel=false: the context frames get zero cond instead (other
+  // frames, same count).
+  GstHarness* z = make("voice=" + files.voice + " seed=2 chunk-tokens=6 left-context=10 context-mel=false");
+  push_tokens(z, ids, 80);
+  at::Tensor zero_cond = pull_all(z).mel;
+  BOOST_TEST(zero_cond.size(0) == 160);
+  BOOST_TEST(!at::equal(zero_cond, out.mel));
+  gst_harness_teardown(z);
   // left-context=-1 (default) keeps upstream's rule for chunk-tokens: not the
   // window result.
   GstHarness* u = make("voice=" + files.voice + " seed=2 chunk-tokens=6");
