@@ -15,6 +15,8 @@ static gboolean plugin_init(GstPlugin* plugin) {
   ok &= GST_ELEMENT_REGISTER(chatterboxtts, plugin);
   ok &= GST_ELEMENT_REGISTER(t3, plugin);
   ok &= GST_ELEMENT_REGISTER(s3tokenizer, plugin);
+  ok &= GST_ELEMENT_REGISTER(perthmark, plugin);
+  ok &= GST_ELEMENT_REGISTER(perthdetect, plugin);
   return ok;
 }
 

@@ -2,17 +2,20 @@
 
 #include "elements/t3/model/model_family.h"
 #include "elements/vocoder/gstchatterboxvocoder.h"
+#include "elements/watermark/gstperthmark.h"
 #include "gst-plugins/caps.h"
 #include "gst-plugins/elements.h"
 #include "gst-plugins/load_time_property.h"
 
+#include <filesystem>
 #include <string>
 
 GST_DEBUG_CATEGORY_STATIC(chatterbox_tts_debug);
 #define GST_CAT_DEFAULT chatterbox_tts_debug
 
 enum { PROP_0, PROP_MODEL_DIR, PROP_VOICE, PROP_VOCODER, PROP_VOCOS_MODEL, PROP_HIFT_MODEL, PROP_S3GEN_MODEL,
-       PROP_SEED, PROP_GREEDY, PROP_STREAMING, PROP_CHUNK_TOKENS, PROP_LEFT_CONTEXT, PROP_LANGUAGE };
+       PROP_SEED, PROP_GREEDY, PROP_STREAMING, PROP_CHUNK_TOKENS, PROP_LEFT_CONTEXT, PROP_LANGUAGE,
+       PROP_WATERMARK, PROP_WATERMARK_MODEL, PROP_WATERMARK_MODE };
 
 // How s3genmel decodes: whole utterances (exact), or the bounded-cost window
 // (docs/s3gen-streaming.md); auto picks the window when upstream is live.
@@ -51,6 +54,12 @@ struct _GstChatterboxTts {
   gint left_context;
   gboolean streaming_now;  // what s3genmel was last set to
   gchar* dir_error;  // why model-dir cannot be used (posted at NULL -> READY), or NULL
+  // Perth watermark: perthmark between the vocoder and the src pad when a model is found
+  GstElement* perth;  // in the bin, or NULL
+  gboolean watermark;
+  gchar* watermark_model;
+  gint watermark_mode;  // GstPerthMarkMode
+  gboolean warned_unmarked;
 };
 
 G_DEFINE_TYPE(GstChatterboxTts, gst_chatterbox_tts, GST_TYPE_BIN)
@@ -158,6 +167,86 @@ static GstPadProbeReturn text_probe(GstPad*, GstPadProbeInfo*, gpointer user) {
   return GST_PAD_PROBE_OK;
 }
 
+// Upstream's CheckpointManager.load_latest: the perth_net_<step>.pth.tar with
+// the highest step in the directory ("" if none).
+static std::string find_perth_model(const gchar* dir) {
+  if (!dir) return "";
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::string best;
+  long long best_step = -1;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const std::string pre = "perth_net_", ext = ".pth.tar";
+    if (name.size() <= pre.size() + ext.size() || name.rfind(pre, 0) != 0 ||
+        name.compare(name.size() - ext.size(), ext.size(), ext) != 0)
+      continue;
+    const std::string num = name.substr(pre.size(), name.size() - pre.size() - ext.size());
+    long long step = -1;
+    try {
+      step = std::stoll(num);
+    } catch (const std::exception&) {
+      continue;
+    }
+    if (step > best_step) {
+      best_step = step;
+      best = e.path().string();
+    }
+  }
+  return best;
+}
+
+// Puts perthmark before the src pad when watermarking is on and a model is
+// found, takes it out otherwise (NULL state only).
+static void place_watermark(GstChatterboxTts* self) {
+  const std::string model = self->watermark_model ? self->watermark_model : find_perth_model(self->model_dir);
+  const bool want = self->watermark && !model.empty();
+  GstPad* ghost = gst_element_get_static_pad(GST_ELEMENT(self), "src");
+  GstPad* voc_src = gst_element_get_static_pad(self->vocoder, "src");
+  if (want) {
+    if (!self->perth) {
+      self->perth = gst_element_factory_make("perthmark", "watermark");
+      if (!self->perth) {
+        GST_ELEMENT_WARNING(self, CORE, MISSING_PLUGIN, ("perthmark is missing: the output is NOT watermarked"),
+                            (nullptr));
+      } else {
+        gst_bin_add(GST_BIN(self), self->perth);
+        gst_ghost_pad_set_target(GST_GHOST_PAD(ghost), nullptr);  // frees the vocoder's src pad
+        if (!gst_element_link(self->vocoder, self->perth))
+          GST_ELEMENT_WARNING(self, CORE, NEGOTIATION, ("cannot link perthmark: the output is NOT watermarked"),
+                              (nullptr));
+        GstPad* psrc = gst_element_get_static_pad(self->perth, "src");
+        gst_ghost_pad_set_target(GST_GHOST_PAD(ghost), psrc);
+        gst_object_unref(psrc);
+      }
+    }
+    if (self->perth) {
+      g_object_set(self->perth, "model", model.c_str(), "mode", self->watermark_mode, nullptr);
+      GST_INFO_OBJECT(self, "watermarking with Perth model %s", model.c_str());
+    }
+  } else {
+    if (self->perth) {
+      gst_ghost_pad_set_target(GST_GHOST_PAD(ghost), nullptr);
+      gst_element_unlink(self->vocoder, self->perth);
+      gst_ghost_pad_set_target(GST_GHOST_PAD(ghost), voc_src);
+      gst_element_set_state(self->perth, GST_STATE_NULL);
+      gst_bin_remove(GST_BIN(self), self->perth);
+      self->perth = nullptr;
+    }
+    if (self->watermark && !self->warned_unmarked) {
+      self->warned_unmarked = TRUE;
+      GST_ELEMENT_WARNING(self, RESOURCE, NOT_FOUND,
+                          ("No Perth watermark model found: the output is NOT watermarked"),
+                          ("put perth_net_250000.pth.tar (resemble-perth: perth/perth_net/pretrained/implicit/) in "
+                           "model-dir or set watermark-model=PATH; watermark=false silences this"));
+    } else if (!self->watermark) {
+      GST_INFO_OBJECT(self, "watermark=false: the output is not watermarked");
+    }
+  }
+  gst_object_unref(voc_src);
+  gst_object_unref(ghost);
+}
+
 static GstStateChangeReturn gst_chatterbox_tts_change_state(GstElement* element, GstStateChange transition) {
   GstChatterboxTts* self = GST_CHATTERBOX_TTS(element);
   // Live sources answer the latency query by READY->PAUSED at the latest
@@ -167,6 +256,7 @@ static GstStateChangeReturn gst_chatterbox_tts_change_state(GstElement* element,
     apply_streaming(self, TRUE);
   if (transition == GST_STATE_CHANGE_NULL_TO_READY) {
     configure(self);  // the directory as it is now
+    place_watermark(self);
     if (self->dir_error) {
       GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("%s", self->dir_error),
                         ("a Chatterbox model directory holds t3_cfg.safetensors, s3gen.safetensors, tokenizer.json, "
@@ -207,6 +297,9 @@ static void gst_chatterbox_tts_set_property(GObject* object, guint id, const GVa
     case PROP_SEED: self->seed = g_value_get_uint64(value); break;
     case PROP_GREEDY: self->greedy = g_value_get_boolean(value); break;
     case PROP_LANGUAGE: set_string(&self->language, value); break;
+    case PROP_WATERMARK: self->watermark = g_value_get_boolean(value); break;
+    case PROP_WATERMARK_MODEL: set_string(&self->watermark_model, value); break;
+    case PROP_WATERMARK_MODE: self->watermark_mode = g_value_get_enum(value); break;
     case PROP_VOCODER: g_object_set_property(G_OBJECT(self->vocoder), "vocoder", value); return;
     case PROP_STREAMING:
     case PROP_CHUNK_TOKENS:
@@ -243,6 +336,9 @@ static void gst_chatterbox_tts_get_property(GObject* object, guint id, GValue* v
     case PROP_SEED: g_value_set_uint64(value, self->seed); break;
     case PROP_GREEDY: g_value_set_boolean(value, self->greedy); break;
     case PROP_LANGUAGE: get_string(value, self->language); break;
+    case PROP_WATERMARK: g_value_set_boolean(value, self->watermark); break;
+    case PROP_WATERMARK_MODEL: get_string(value, self->watermark_model); break;
+    case PROP_WATERMARK_MODE: g_value_set_enum(value, self->watermark_mode); break;
     case PROP_VOCODER: g_object_get_property(G_OBJECT(self->vocoder), "vocoder", value); break;
     case PROP_STREAMING: g_value_set_enum(value, self->streaming); break;
     case PROP_CHUNK_TOKENS: g_value_set_uint(value, self->chunk_tokens); break;
@@ -260,6 +356,7 @@ static void gst_chatterbox_tts_finalize(GObject* object) {
   g_free(self->s3gen_model);
   g_free(self->language);
   g_free(self->dir_error);
+  g_free(self->watermark_model);
   G_OBJECT_CLASS(gst_chatterbox_tts_parent_class)->finalize(object);
 }
 
@@ -342,6 +439,21 @@ static void gst_chatterbox_tts_class_init(GstChatterboxTtsClass* klass) {
                        "Tokens of left context each streamed chunk is decoded with (s3genmel left-context; -1: "
                        "upstream's re-decode-everything rule). Changeable while playing.",
                        -1, 100000, kDefaultLeftContext, live));
+  g_object_class_install_property(gobject_class, PROP_WATERMARK,
+      g_param_spec_boolean("watermark", "Watermark",
+                           "Mark the output with Resemble AI's Perth implicit watermark (perthmark) when a Perth model "
+                           "is found (watermark-model, or perth_net_*.pth.tar in model-dir); without one the output is "
+                           "not marked and a warning says so once",
+                           TRUE, rw));
+  g_object_class_install_property(gobject_class, PROP_WATERMARK_MODEL,
+      g_param_spec_string("watermark-model", "Watermark model",
+                          "Perth weights (default: the perth_net_<step>.pth.tar with the highest step in model-dir)",
+                          nullptr, rw));
+  g_object_class_install_property(gobject_class, PROP_WATERMARK_MODE,
+      g_param_spec_enum("watermark-mode", "Watermark mode",
+                        "perthmark's mode: stream (default: marks the audio as it is synthesised, ~0.35 s look-ahead) "
+                        "or utterance (upstream's exact mark; each utterance is held until it ends)",
+                        GST_TYPE_PERTH_MARK_MODE, 1, rw));
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);
   gst_element_class_set_static_metadata(element_class, "Chatterbox text to speech", "Filter/Converter/Text/Audio/Bin",
@@ -369,4 +481,9 @@ static void gst_chatterbox_tts_init(GstChatterboxTts* self) {
   self->streaming = TTS_STREAMING_AUTO;
   self->chunk_tokens = kDefaultChunkTokens;
   self->left_context = kDefaultLeftContext;
+  self->perth = nullptr;
+  self->watermark = TRUE;
+  self->watermark_model = nullptr;
+  self->watermark_mode = 1;  // stream
+  self->warned_unmarked = FALSE;
 }

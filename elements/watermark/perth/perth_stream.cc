@@ -94,6 +94,15 @@ int64_t PerthEmbedder::latency_samples_32k() const {
   return c.n_fft + (ConvStack::kContext + block_ + 1) * c.hop_size;
 }
 
+double PerthEmbedder::latency_seconds() const {
+  if (mode_ == Mode::Utterance) return 0.0;
+  const double sr = static_cast<double>(net_->config().sample_rate);
+  double s = static_cast<double>(latency_samples_32k()) / sr;
+  if (in_rs_) s += soxr_delay(in_rs_->s) / sr;                          // in output (32 kHz) samples
+  if (out_rs_) s += soxr_delay(out_rs_->s) / static_cast<double>(rate_);  // in output (rate) samples
+  return s;
+}
+
 void PerthEmbedder::push(const float* x, int64_t n, std::vector<float>& out) {
   if (n <= 0) return;
   c10::InferenceMode guard;

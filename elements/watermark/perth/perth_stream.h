@@ -46,6 +46,9 @@ class PerthEmbedder {
   // Stream mode's look-ahead in 32 kHz samples (STFT + encoder context +
   // block), not counting the two resamplers' own delay.
   int64_t latency_samples_32k() const;
+  // Stream mode's whole delay in seconds: the look-ahead plus both
+  // resamplers' delays (soxr_delay); 0 in utterance mode.
+  double latency_seconds() const;
   // Frames marked so far in this utterance and those the running mask let in.
   int64_t frames_done() const { return t_next_; }
   Mode mode() const { return mode_; }
