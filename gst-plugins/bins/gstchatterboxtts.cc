@@ -72,13 +72,6 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
     GST_STATIC_CAPS("audio/x-raw, format=(string)F32LE, layout=(string)interleaved, channels=(int)1, "
                     "rate=(int)[1, MAX]"));
 
-static std::string in_dir(const gchar* dir, const char* name) {
-  gchar* p = g_build_filename(dir, name, nullptr);
-  std::string s = p;
-  g_free(p);
-  return s;
-}
-
 // Points the children at the files of the model directory (Chatterbox, or
 // Turbo / Nano with the mean-flow S3Gen); explicit properties win over the
 // directory's files. A directory that cannot serve is remembered in
