@@ -18,9 +18,11 @@
 //       F = {"mel": [1, n_mels, T], "audio": [1, samples]} (whole forward):
 //       reference_*.py --check F shows the Python reference computes the same.
 //   bench_api flow --seconds S --prompt-seconds P ... (bench/bench_flow.h)
+//   bench_api window --seconds S --prompt-seconds P --settings L:C,... (bench/bench_window.h)
 //       the S3Gen flow (tokens -> mel), full size, whole and streamed.
 #include "bench/bench_common.h"
 #include "bench/bench_flow.h"
+#include "bench/bench_window.h"
 
 #include <ATen/Context.h>
 #include <c10/core/InferenceMode.h>
@@ -194,6 +196,7 @@ int main(int argc, char** argv) {
     if (cmd == "error") return cmd_error(a);
     if (cmd == "dump") return cmd_dump(a);
     if (cmd == "flow") return bench::cmd_flow(a);
+    if (cmd == "window") return bench::cmd_window(a);
     std::cerr << "unknown command '" << cmd << "'\n";
     return 2;
   } catch (const std::exception& e) {

@@ -20,6 +20,13 @@
 //       layout) -> 24 kHz audio: ms per stage, real-time factor, time to
 //       first audio (T3 and the flow decode an utterance whole by default),
 //       peak RSS.
+//   bench_t3 live --family F --precision P --threads N [--text-tokens T]
+//                 [--tokens K] [--stream-left L] [--stream-chunk C]
+//       the same path live: T3 tokens one by one into the window-streamed
+//       flow (S3GenFlowStreamer left_context L, chunk C; 50 / 25 by default)
+//       and the streaming Vocos: time to first audio after the text, RTF,
+//       the underruns a real-time sink starting at the first sample would
+//       hear (count, total and longest gap), peak RSS.
 #include "bench/bench_common.h"
 #include "elements/s3gen/flow/s3gen_flow.h"
 #include "elements/t3/model/t3.h"
@@ -75,6 +82,9 @@ struct Original {
   using Gen = T3Generator;
   using Opts = SamplingOptions;
   static constexpr int64_t kPrompt = 150;
+  // Speaker, the Perceiver's 32 latents for the prompt, emotion, then
+  // start-of-text + text + end-of-text, then the start-of-speech token.
+  static int64_t prefill_positions(int64_t text_n) { return 1 + 32 + 1 + (text_n + 2) + 1; }
   static Model make() { return g_weights.empty() ? T3Model::random(T3Config::english(), 1234) : T3Model::load(g_weights); }
   static int64_t text_vocab(const Model& m) { return m.config().text_tokens_dict_size; }
   static const at::Tensor& logits(const Gen& g) { return g.last_cfg_logits(); }
@@ -85,6 +95,8 @@ struct Gpt2Family {
   using Gen = T3TurboGenerator;
   using Opts = TurboSamplingOptions;
   static constexpr int64_t kPrompt = 375;
+  // Speaker, the whole prompt, the text (no start/end tokens), start of speech.
+  static int64_t prefill_positions(int64_t text_n) { return 1 + kPrompt + text_n + 1; }
   static Model make() {
     return g_weights.empty() ? T3TurboModel::random(G2::config(), 1234) : T3TurboModel::load(g_weights);
   }
@@ -129,7 +141,7 @@ json decode(const Args& a) {
   }
   const double ms = median(step);
   const double bytes = static_cast<double>(model.decode_weight_bytes());
-  out["prefill_positions"] = F::kPrompt + text_n;
+  out["prefill_positions"] = F::prefill_positions(text_n);
   out["prefill_ms"] = prefill;
   out["ms_per_token"] = ms;
   out["ms_per_token_all"] = step;
@@ -282,8 +294,112 @@ json e2e(const Args& a, bool meanflow) {
   return out;
 }
 
+// A real-time sink that starts playing when the first samples arrive and
+// pauses (an underrun) whenever the next buffer is not there at its playback
+// time, resuming when it arrives. arrivals: (ms after the text, samples).
+json playback(const std::vector<std::pair<double, int64_t>>& arrivals, double sr) {
+  double play = -1, gap_total = 0, gap_max = 0;
+  int underruns = 0;
+  for (const auto& [ms, k] : arrivals) {
+    if (play < 0) play = ms;
+    if (ms > play + 0.5) {  // 0.5 ms: timer noise, not an audible gap
+      underruns++;
+      gap_total += ms - play;
+      gap_max = std::max(gap_max, ms - play);
+      play = ms;
+    }
+    play += 1000.0 * k / sr;
+  }
+  return json{{"underruns", underruns}, {"underrun_total_ms", gap_total}, {"underrun_max_ms", gap_max}};
+}
+
+// Text -> T3 tokens one by one -> window-streamed flow -> streaming Vocos,
+// as t3 ! s3genmel chunk-tokens=C left-context=L ! vocosdec run: when each
+// audio buffer would leave, and what a real-time sink would hear.
+template <class F>
+json e2e_live(const Args& a, bool meanflow) {
+  const std::string precision = a.str("precision", "f32");
+  const int threads = static_cast<int>(a.num("threads", 2));
+  const int64_t text_n = static_cast<int64_t>(a.num("text-tokens", 60)), tokens = static_cast<int64_t>(a.num("tokens", 100));
+  set_threads(threads);
+  const typename F::Model t3 = F::make().with_precision(precision);
+  chatterbox::S3GenFlowConfig fc;
+  fc.meanflow = meanflow;
+  if (meanflow) fc.n_timesteps = 2;
+  chatterbox::S3GenFlow flow = chatterbox::S3GenFlow::random(fc, 1);
+  auto voc = chatterbox::VocosVocoder::random(chatterbox::VocosConfig::s3gen(512, 1536, 8), 5);
+  const T3Cond cond = random_cond(F::kPrompt, 3);
+  const std::vector<int64_t> text = random_text(text_n, F::text_vocab(t3), 4);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  const int64_t p = 150;  // 6 s S3Gen voice prompt
+  chatterbox::S3GenVoice voice{at::randint(0, 6561, {1, p}, gen, at::kLong), at::randn({1, 2 * p, 80}, gen),
+                               at::randn({1, 192}, gen)};
+  chatterbox::S3GenStreamerOptions so;
+  so.left_context = static_cast<int64_t>(a.num("stream-left", 50));
+  so.chunk_tokens = static_cast<int64_t>(a.num("stream-chunk", 25));
+  so.seed = 5;
+  so.append_silence_on_finish = meanflow;
+  chatterbox::S3GenFlowStreamer st(flow, voice, so);
+  json out{{"precision", t3.precision()}, {"threads", threads}, {"meanflow", meanflow},
+           {"left_context", so.left_context}, {"chunk_tokens", so.chunk_tokens}, {"vocoder_lookahead_frames", voc->lookahead_frames()}};
+  std::vector<std::pair<double, int64_t>> arrivals;
+  double t3_ms = 0, flow_ms = 0, voc_ms = 0;
+  int64_t samples = 0;
+  const auto t0 = Clock::now();
+  auto vocode = [&](const at::Tensor& mel) {  // mel [1, 80, k]
+    if (mel.size(2) == 0) return;
+    auto tv = Clock::now();
+    at::Tensor y = voc->feed(mel[0].transpose(0, 1).contiguous());
+    voc_ms += ms_since(tv);
+    if (y.numel() > 0) arrivals.emplace_back(ms_since(t0), y.numel());
+    samples += y.numel();
+  };
+  typename F::Opts o;
+  o.seed = 9;
+  o.max_new_tokens = tokens + 1;
+  typename F::Gen g(t3, o);
+  g.start(text, cond);
+  const double prefill_ms = ms_since(t0);
+  t3_ms = prefill_ms;
+  for (int64_t i = 0; i < tokens; ++i) {
+    auto tt = Clock::now();
+    int64_t tk = g.next_token();
+    t3_ms += ms_since(tt);
+    if (tk < 0) break;
+    auto tf = Clock::now();
+    at::Tensor mel = st.push(at::tensor({tk % 6561}, at::kLong));
+    flow_ms += ms_since(tf);
+    vocode(mel);
+  }
+  auto tf = Clock::now();
+  at::Tensor last = st.finish();
+  flow_ms += ms_since(tf);
+  vocode(last);
+  auto tv = Clock::now();
+  at::Tensor rest = voc->drain();
+  voc_ms += ms_since(tv);
+  if (rest.numel() > 0) arrivals.emplace_back(ms_since(t0), rest.numel());
+  samples += rest.numel();
+  const double total = ms_since(t0), audio_s = samples / 24000.0;
+  out["tokens"] = st.tokens();
+  out["audio_s"] = audio_s;
+  out["t3_prefill_ms"] = prefill_ms;
+  out["t3_ms"] = t3_ms;
+  out["t3_ms_per_token"] = (t3_ms - prefill_ms) / std::max<int64_t>(1, st.tokens());
+  out["flow_ms"] = flow_ms;
+  out["vocoder_ms"] = voc_ms;
+  out["total_ms"] = total;
+  out["rtf"] = total / 1000.0 / audio_s;
+  out["time_to_first_audio_ms"] = arrivals.empty() ? -1.0 : arrivals.front().first;
+  out["flow_decodes"] = st.stats().decodes;
+  out["playback"] = playback(arrivals, 24000.0);
+  out["peak_rss_kb"] = peak_rss_kb();
+  return out;
+}
+
 template <class F>
 json run(const std::string& cmd, const Args& a, bool meanflow) {
+  if (cmd == "live") return e2e_live<F>(a, meanflow);
   if (cmd == "decode") return decode<F>(a);
   if (cmd == "accuracy") return accuracy<F>(a);
   if (cmd == "e2e") return e2e<F>(a, meanflow);

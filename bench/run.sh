@@ -23,6 +23,11 @@
 #   - our time / PyTorch reference time (bench/reference_*.py on Debian's
 #     python3-torch 1.13, /usr/bin/python3);
 #   - CUDA when the library has it and a GPU is visible (else noted as skipped).
+# Then T3 and text-to-audio (bench/run_t3.py -> bench/results/t3.{json,md}):
+#   original (Llama 0.5B), Turbo (GPT-2 medium) and Nano (GPT-2 small) T3
+#   decode per precision and thread count, accuracy of bf16/int8, text ->
+#   audio per family, and upstream's T3 loop in PyTorch on the same
+#   checkpoint as a ratio (--no-t3 skips this part; --t3-only runs only it).
 # Default run: ~11-13 min on a busy 2-core machine; --quick: ~2-4 min (1 and 10 s,
 # fewer repeats). OMP_WAIT_POLICY=PASSIVE for every child unless --omp-active.
 set -euo pipefail
@@ -30,10 +35,13 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD=build-bench
 JOBS=1
+T3=yes
 ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick|--no-reference|--omp-active) ARGS+=("$1") ;;
+    --no-t3) T3=no ;;
+    --t3-only) T3=only ;;
     --build) BUILD=$2; shift ;;
     --jobs) JOBS=$2; shift ;;
     -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
@@ -60,7 +68,7 @@ fi
 if [ ! -f "$BUILD/build.ninja" ]; then
   meson setup "$BUILD" -Dbench=true -Dbuildtype=release >&2
 fi
-targets=(bench/bench_api)
+targets=(bench/bench_api bench/bench_t3 bench/bench_kernels)
 if grep -q 'bench/bench_element:' "$BUILD/build.ninja"; then
   targets+=(bench/bench_element gst-plugins/libgstchatterbox.so)
 fi
@@ -68,4 +76,11 @@ ninja -C "$BUILD" -j"$JOBS" "${targets[@]}" >&2
 
 export GST_PLUGIN_PATH="$ROOT/$BUILD/gst-plugins${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 export GST_REGISTRY="$ROOT/$BUILD/bench/gst-registry.bin"  # no stale registry from elsewhere
-exec /usr/bin/python3 "$ROOT/bench/run_bench.py" --build "$ROOT/$BUILD" --results "$ROOT/bench/results" "${ARGS[@]}"
+if [ "$T3" != only ]; then
+  /usr/bin/python3 "$ROOT/bench/run_bench.py" --build "$ROOT/$BUILD" --results "$ROOT/bench/results" "${ARGS[@]}"
+fi
+if [ "$T3" != no ]; then
+  quick=()
+  [[ " ${ARGS[*]-} " == *" --quick "* ]] && quick=(--quick)
+  /usr/bin/python3 "$ROOT/bench/run_t3.py" --build "$ROOT/$BUILD" "${quick[@]}"
+fi

@@ -142,6 +142,15 @@ GstCaps* query_upstream_caps(GstPad* sinkpad) {
   return result;
 }
 
+gboolean accept_caps_within_template(GstPad* pad, GstQuery* query) {
+  GstCaps* caps;
+  gst_query_parse_accept_caps(query, &caps);
+  GstCaps* templ = gst_pad_get_pad_template_caps(pad);
+  gst_query_set_accept_caps_result(query, gst_caps_is_subset(caps, templ));
+  gst_caps_unref(templ);
+  return TRUE;
+}
+
 GstCaps* audio_caps(int rate) {
   return gst_caps_new_simple("audio/x-raw", "format", G_TYPE_STRING, "F32LE", "layout", G_TYPE_STRING,
                              "interleaved", "channels", G_TYPE_INT, 1, "rate", G_TYPE_INT, rate, nullptr);

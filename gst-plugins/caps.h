@@ -54,6 +54,12 @@ std::string explain_caps_mismatch(const GstCaps* wanted, const GstCaps* offered,
 // with a bare "not-negotiated" while the sinks preroll on its EOS).
 GstCaps* query_upstream_caps(GstPad* sinkpad);
 
+// Answers an ACCEPT_CAPS query on a sink pad: anything within the pad's
+// template. For elements whose CAPS event then refuses what it cannot take
+// with an ERROR naming the reason; the pad's default accept-caps would
+// refuse it silently first (upstream then says only "not-negotiated").
+gboolean accept_caps_within_template(GstPad* pad, GstQuery* query);
+
 // Mono F32LE audio caps at `rate`.
 GstCaps* audio_caps(int rate);
 

@@ -14,6 +14,7 @@ static gboolean plugin_init(GstPlugin* plugin) {
   ok &= GST_ELEMENT_REGISTER(chatterboxvocoder, plugin);
   ok &= GST_ELEMENT_REGISTER(chatterboxtts, plugin);
   ok &= GST_ELEMENT_REGISTER(t3, plugin);
+  ok &= GST_ELEMENT_REGISTER(s3tokenizer, plugin);
   ok &= GST_ELEMENT_REGISTER(perthmark, plugin);
   ok &= GST_ELEMENT_REGISTER(perthdetect, plugin);
   return ok;

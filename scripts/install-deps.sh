@@ -11,8 +11,11 @@ packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   libboost-test-dev nlohmann-json3-dev libyaml-cpp-dev libicu-dev
   espeak-ng sox                                # test speech and audio checks
+  libkakasi2-dev kakasi-dic                    # Japanese readings for t3 language=ja (optional, -Dkakasi=auto; GPL-2+)
   libsoxr-dev libsndfile1-dev libebur128-dev   # voice cloning: librosa's soxr_hq resampler, soundfile's reader, Turbo's loudness (elements/voice)
   clang libclang-rt-14-dev valgrind            # sanitizer build, fuzzers, leak check (scripts/test.sh)
+  libsoup-3.0-dev                              # chatterbox-server: HTTP/1.1 + WebSocket on the GLib main loop
+  nginx-light curl                             # the server's scale-out test (nginx as load balancer) and examples
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -14,9 +14,10 @@ meson test -C build --print-errorlogs --num-processes 2 "$@" || rc=$?
 # summation order fails here. Their results count in the closing line.
 for setup in lowest avx2; do
   echo "== meson test --setup $setup"
-  meson test -C build --print-errorlogs --num-processes 2 --setup "$setup" --no-suite stress --no-suite pipelines "$@" ||
+  meson test -C build --print-errorlogs --num-processes 2 --setup "$setup" --no-suite stress --no-suite pipelines --no-suite server "$@" ||
     rc=$?
 done
+# (The server suites are CPU-independent plumbing: run once, above.)
 # Hardening checks (docs/robustness.md), each counted as one test: the
 # untrusted-input suites under ASan+UBSan, the copy-synthesis pipelines under
 # valgrind memcheck, and 20 s of each libFuzzer harness.

@@ -260,12 +260,7 @@ static gboolean gst_mel_spec_sink_query(GstPad* pad, GstObject* parent, GstQuery
     // take is then refused by set_sink_caps with an ERROR saying what to
     // insert, instead of the pad's silent accept-caps failure (upstream
     // would only say "not-negotiated").
-    GstCaps* caps;
-    gst_query_parse_accept_caps(query, &caps);
-    GstCaps* templ = gst_pad_get_pad_template_caps(pad);
-    gst_query_set_accept_caps_result(query, gst_caps_is_subset(caps, templ));
-    gst_caps_unref(templ);
-    return TRUE;
+    return chatterbox::accept_caps_within_template(pad, query);
   }
   return gst_pad_query_default(pad, parent, query);
 }

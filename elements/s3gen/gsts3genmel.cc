@@ -20,7 +20,7 @@ GST_DEBUG_CATEGORY_STATIC(s3gen_mel_debug);
 #define GST_CAT_DEFAULT s3gen_mel_debug
 
 enum { PROP_0, PROP_MODEL, PROP_VOICE, PROP_N_TIMESTEPS, PROP_CFG_RATE, PROP_SEED, PROP_NOISE_FILE, PROP_DEVICE,
-       PROP_CHUNK_TOKENS, PROP_PRECISION, PROP_MEANFLOW, PROP_APPEND_SILENCE };
+       PROP_CHUNK_TOKENS, PROP_PRECISION, PROP_MEANFLOW, PROP_APPEND_SILENCE, PROP_LEFT_CONTEXT, PROP_CONTEXT_MEL };
 
 // meanflow / append-silence: auto follows the model (Turbo or not).
 typedef enum { S3GEN_MEL_AUTO, S3GEN_MEL_OFF, S3GEN_MEL_ON } GstS3GenMelSwitch;
@@ -39,6 +39,8 @@ static GType gst_s3gen_mel_switch_get_type() {
 // Chatterbox's silence token (S3GEN_SIL); ChatterboxTurboTTS.generate appends
 // three of them (pre_lookahead_len) before decoding.
 static const int64_t kSilenceToken = 4299;
+// The flow's pre-lookahead (pre_lookahead_len of every Chatterbox S3Gen).
+static const guint kLookaheadTokens = 3;
 
 struct _GstS3GenMel {
   GstElement parent;
@@ -57,6 +59,8 @@ struct _GstS3GenMel {
   gdouble cfg_rate;  // < 0: the model's (0.7)
   guint64 seed;
   guint chunk_tokens;  // 0: whole utterance (exact)
+  gint left_context;   // -1: upstream's re-decode-all rule; >= 0: bounded window (tokens)
+  gboolean context_mel;  // window mode: context frames conditioned on the emitted mel
 
   // Loaded in NULL -> READY. The flow weights are shared with every
   // s3genmel naming the same file (ModelCache).
@@ -76,6 +80,8 @@ struct _GstS3GenMel {
   gdouble cur_cfg_rate;
   guint64 cur_seed;
   guint cur_chunk_tokens;
+  gint cur_left_context;
+  gboolean cur_context_mel;
   gboolean cur_append_silence;
   std::unique_ptr<chatterbox::S3GenFlowStreamer> streamer;
   gint64 frames_out;
@@ -126,6 +132,9 @@ static chatterbox::S3GenStreamerOptions streamer_options(GstS3GenMel* self) {
   o.seed = self->cur_seed + self->utterances;
   o.append_silence_on_finish = self->cur_append_silence;
   o.silence_token = kSilenceToken;
+  o.left_context = self->cur_left_context;
+  o.chunk_tokens = self->cur_chunk_tokens;
+  o.context_cond = self->cur_context_mel;
   return o;
 }
 
@@ -191,6 +200,8 @@ static GstFlowReturn gst_s3gen_mel_chain(GstPad*, GstObject* parent, GstBuffer* 
     self->cur_cfg_rate = self->cfg_rate;
     self->cur_seed = self->seed;
     self->cur_chunk_tokens = self->chunk_tokens;
+    self->cur_left_context = self->left_context;
+    self->cur_context_mel = self->context_mel;
     const GstS3GenMelSwitch silence = self->append_silence;
     GST_OBJECT_UNLOCK(self);
     self->cur_append_silence =
@@ -219,7 +230,10 @@ static GstFlowReturn gst_s3gen_mel_chain(GstPad*, GstObject* parent, GstBuffer* 
     }
     self->tokens.push_back(id);
   }
-  if (self->streamer && self->tokens.size() >= self->cur_chunk_tokens) {
+  // Window mode: the streamer cuts its own chunks (each as soon as its
+  // look-ahead is in). Upstream's rule: a decode every chunk-tokens tokens.
+  const bool window = self->cur_left_context >= 0;
+  if (self->streamer && !self->tokens.empty() && (window || self->tokens.size() >= self->cur_chunk_tokens)) {
     try {
       ret = push_mel(self, self->streamer->push(token_tensor(self->tokens)));
       self->tokens.clear();
@@ -264,7 +278,22 @@ static gboolean gst_s3gen_mel_sink_event(GstPad* pad, GstObject* parent, GstEven
     case GST_EVENT_CUSTOM_DOWNSTREAM:
       // t3 marks the end of each utterance: decode it now rather than at the
       // next utterance's DISCONT, then pass the mark on (vocoders drain on it).
-      if (gst_event_has_name(event, "chatterbox/utterance-end")) finish_utterance(self);
+      if (gst_event_has_name(event, "chatterbox/utterance-end")) {
+        finish_utterance(self);
+        // trim-tokens (t3, multilingual models: generate drops the final
+        // token's audio) in mel frames for the vocoder, which drops their
+        // samples from the audio it drains: upstream cuts the vocoded audio,
+        // and the vocoder's output before the cut needs those frames
+        // (tests/hift trim_before_vocoder_vs_after).
+        guint trim = 0;
+        if (gst_structure_get_uint(gst_event_get_structure(event), "trim-tokens", &trim) && trim > 0) {
+          GstStructure* s = gst_structure_copy(gst_event_get_structure(event));
+          gst_structure_set(s, "trim-frames", G_TYPE_UINT,
+                            static_cast<guint>(trim * self->flow->config().token_mel_ratio), nullptr);
+          gst_event_unref(event);
+          event = gst_event_new_custom(GST_EVENT_CUSTOM_DOWNSTREAM, s);
+        }
+      }
       return gst_pad_event_default(pad, parent, event);
     case GST_EVENT_FLUSH_STOP:
       self->tokens.clear();
@@ -304,12 +333,14 @@ static gboolean gst_s3gen_mel_src_query(GstPad* pad, GstObject* parent, GstQuery
     return TRUE;
   }
   if (GST_QUERY_TYPE(query) == GST_QUERY_LATENCY) {
-    // Streaming: a chunk waits for chunk-tokens tokens (40 ms each). Whole
-    // utterances: unbounded (the utterance length), reported as no maximum.
+    // Streaming (either rule): a token's frames wait for the rest of its
+    // chunk and the 3 look-ahead tokens after it, at most chunk-tokens + 3
+    // tokens of 40 ms. Whole utterances: unbounded (the utterance length),
+    // reported as no maximum.
     GST_OBJECT_LOCK(self);
     const guint chunk = self->chunk_tokens;
     GST_OBJECT_UNLOCK(self);
-    const GstClockTime ours = chunk > 0 ? gst_util_uint64_scale_int(chunk, GST_SECOND, 25) : 0;
+    const GstClockTime ours = chunk > 0 ? gst_util_uint64_scale_int(chunk + kLookaheadTokens, GST_SECOND, 25) : 0;
     return chatterbox::answer_latency_query(self->sinkpad, query, ours, /*bounded=*/chunk > 0);
   }
   return gst_pad_query_default(pad, parent, query);
@@ -367,6 +398,8 @@ static gboolean load(GstS3GenMel* self) {
       using chatterbox::voice::Variant;
       self->voice_ref = chatterbox::voice::cached_s3gen_voice(voice, model, is_meanflow ? Variant::Turbo : Variant::Original);
       v = chatterbox::S3GenVoice{self->voice_ref->prompt_token, self->voice_ref->prompt_feat, self->voice_ref->embedding};
+      for (const std::string& w : self->voice_ref->warnings)
+        GST_ELEMENT_WARNING(self, RESOURCE, READ, ("Voice '%s': %s", voice.c_str(), w.c_str()), (nullptr));
     } else {
       v = chatterbox::S3GenVoice::load(voice);
     }
@@ -468,6 +501,7 @@ static void gst_s3gen_mel_set_property(GObject* object, guint id, const GValue* 
   GST_OBJECT_LOCK(self);
   const bool file = id == PROP_MODEL || id == PROP_VOICE || id == PROP_NOISE_FILE || id == PROP_DEVICE ||
                     id == PROP_PRECISION || id == PROP_MEANFLOW;
+  bool latency_changed = false;
   if (file && !chatterbox::element_is_stopped(GST_ELEMENT(self))) {
     GST_OBJECT_UNLOCK(self);
     chatterbox::warn_load_time_property(GST_ELEMENT(self), pspec);
@@ -484,10 +518,20 @@ static void gst_s3gen_mel_set_property(GObject* object, guint id, const GValue* 
     case PROP_N_TIMESTEPS: self->n_timesteps = g_value_get_int(value); break;
     case PROP_CFG_RATE: self->cfg_rate = g_value_get_double(value); break;
     case PROP_SEED: self->seed = g_value_get_uint64(value); break;
-    case PROP_CHUNK_TOKENS: self->chunk_tokens = g_value_get_uint(value); break;
+    case PROP_CHUNK_TOKENS: {
+      const guint v = g_value_get_uint(value);
+      latency_changed = v != self->chunk_tokens;
+      self->chunk_tokens = v;
+      break;
+    }
+    case PROP_LEFT_CONTEXT: self->left_context = g_value_get_int(value); break;
+    case PROP_CONTEXT_MEL: self->context_mel = g_value_get_boolean(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }
   GST_OBJECT_UNLOCK(self);
+  // The reported latency follows chunk-tokens: tell the pipeline to ask again.
+  if (latency_changed)
+    gst_element_post_message(GST_ELEMENT(self), gst_message_new_latency(GST_OBJECT(self)));
 }
 
 static void gst_s3gen_mel_get_property(GObject* object, guint id, GValue* value, GParamSpec* pspec) {
@@ -505,6 +549,8 @@ static void gst_s3gen_mel_get_property(GObject* object, guint id, GValue* value,
     case PROP_CFG_RATE: g_value_set_double(value, self->cfg_rate); break;
     case PROP_SEED: g_value_set_uint64(value, self->seed); break;
     case PROP_CHUNK_TOKENS: g_value_set_uint(value, self->chunk_tokens); break;
+    case PROP_LEFT_CONTEXT: g_value_set_int(value, self->left_context); break;
+    case PROP_CONTEXT_MEL: g_value_set_boolean(value, self->context_mel); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }
   GST_OBJECT_UNLOCK(self);
@@ -606,11 +652,32 @@ static void gst_s3gen_mel_class_init(GstS3GenMelClass* klass) {
   g_object_class_install_property(gobject_class, PROP_CHUNK_TOKENS,
       g_param_spec_uint("chunk-tokens", "Chunk tokens",
                         "0 (default): decode each utterance whole at its end (DISCONT or EOS), exactly as the "
-                        "reference. N > 0: stream, re-decoding all tokens so far every N tokens and emitting the new "
-                        "frames (upstream's S3GenStreamer rule; the last 3 tokens wait as look-ahead). Streamed "
-                        "frames differ from whole-utterance ones (see tests/s3gen for measurements). Changeable "
-                        "while playing: applies from the next utterance.",
+                        "reference. N > 0: stream in chunks of N tokens; left-context picks the rule (-1: upstream's "
+                        "S3GenStreamer, re-decoding all tokens so far every N tokens; >= 0: the bounded-cost window). "
+                        "Either way a chunk's frames wait for its 3 look-ahead tokens; the latency query reports "
+                        "(N + 3) x 40 ms and a LATENCY message is posted when this changes. Streamed frames differ "
+                        "from whole-utterance ones (bench/results/live.md). Changeable while playing: applies from the "
+                        "next utterance.",
                         0, 100000, 0, live));
+  g_object_class_install_property(gobject_class, PROP_LEFT_CONTEXT,
+      g_param_spec_int("left-context", "Left context",
+                       "Streaming rule when chunk-tokens > 0 (ignored otherwise). -1 (default): upstream's rule, "
+                       "every chunk re-decodes the whole utterance so far (cost grows with the utterance). N >= 0: "
+                       "bounded cost: each chunk runs the encoder over the N tokens before it (voice prompt, then "
+                       "the utterance), the chunk and its 3 look-ahead tokens, and the flow over the frames of those "
+                       "N + chunk-tokens tokens only, the context frames conditioned on the mel already emitted; one "
+                       "noise draw per utterance (docs/s3gen-streaming.md). Changeable while playing: applies from "
+                       "the next utterance.",
+                       -1, 100000, -1, live));
+  g_object_class_install_property(gobject_class, PROP_CONTEXT_MEL,
+      g_param_spec_boolean("context-mel", "Context mel",
+                           "Window mode (left-context >= 0): condition the context frames on the mel already emitted "
+                           "(TRUE, default: the model continues it, as it continues its voice prompt) or give them "
+                           "zero conditioning as the whole decode does, re-decoding them from the same noise (FALSE; "
+                           "on full-size random weights about twice as close to the whole decode, "
+                           "bench/results/live.md). The voice prompt's frames keep their prompt mel either way. "
+                           "Changeable while playing: applies from the next utterance.",
+                           TRUE, live));
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);
   gst_element_class_set_static_metadata(element_class, "S3Gen token-to-mel", "Codec/Decoder/Audio",
@@ -639,5 +706,7 @@ static void gst_s3gen_mel_init(GstS3GenMel* self) {
   self->device = g_strdup("cpu");
   self->precision = g_strdup("f32");
   self->cfg_rate = -1.0;
+  self->left_context = -1;
+  self->context_mel = TRUE;
   new (&self->timing) chatterbox::OutputTiming();
 }

@@ -2,6 +2,7 @@
 
 #include "elements/t3/model/gpt2_tokenizer.h"
 #include "elements/t3/model/model_family.h"
+#include "elements/t3/model/mtl_tokenizer.h"
 #include "elements/t3/model/t3.h"
 #include "elements/t3/model/t3_turbo.h"
 #include "elements/t3/model/text_frontend.h"
@@ -29,6 +30,7 @@ namespace {
 
 using chatterbox::t3::EnTokenizer;
 using chatterbox::t3::Gpt2Tokenizer;
+using chatterbox::t3::MtlTokenizer;
 using chatterbox::t3::SamplingOptions;
 using chatterbox::t3::T3Cond;
 using chatterbox::t3::T3Family;
@@ -53,6 +55,9 @@ struct Loaded {
   // Llama (Chatterbox, multilingual): shared with every t3 naming the same file.
   std::shared_ptr<const T3Model> llama;
   std::optional<EnTokenizer> en_tokenizer;
+  // Multilingual Llama models (2454-entry text vocabulary): the MTLTokenizer.
+  std::optional<MtlTokenizer> mtl_tokenizer;
+  std::string warned_language;  // language whose fallback note was last posted
   // GPT-2 (Chatterbox-Turbo, -Nano).
   std::shared_ptr<const T3TurboModel> gpt2;
   std::optional<Gpt2Tokenizer> bpe_tokenizer;
@@ -88,10 +93,16 @@ bool is_space(char32_t c) {
          c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
          c == 0x3000;
 }
-bool is_terminator(char32_t c) { return c == '.' || c == '!' || c == '?'; }
+// CJK sentence enders (。？！ and the fullwidth full stop): a sentence ends
+// there whether or not a space follows (CJK text has none).
+bool is_cjk_terminator(char32_t c) { return c == 0x3002 || c == 0xFF1F || c == 0xFF01 || c == 0xFF0E; }
+bool is_terminator(char32_t c) { return c == '.' || c == '!' || c == '?' || is_cjk_terminator(c); }
 bool is_closer(char32_t c) {
-  return c == '"' || c == '\'' || c == ')' || c == ']' || c == '}' || c == 0x201D || c == 0x2019 || c == 0xBB;
+  return c == '"' || c == '\'' || c == ')' || c == ']' || c == '}' || c == 0x201D || c == 0x2019 || c == 0xBB ||
+         c == 0x300D || c == 0x300F || c == 0xFF09 || c == 0x3011 || c == 0x3009 || c == 0x300B;  // 」』）】〉》
 }
+// CJK clause marks (、，；：), a break for overlong pieces without a space.
+bool is_cjk_clause(char32_t c) { return c == 0x3001 || c == 0xFF0C || c == 0xFF1B || c == 0xFF1A; }
 // Letters and digits (anything outside ASCII counts: the tokenizer decides).
 bool is_content(char32_t c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80;
@@ -127,7 +138,8 @@ void cut_long(std::u32string s, std::vector<std::u32string>& out) {
   while (s.size() > kMaxUtteranceChars) {
     size_t cut = 0;
     for (size_t i = kMaxUtteranceChars; i > kMaxUtteranceChars / 2 && !cut; --i)
-      if ((s[i - 1] == ',' || s[i - 1] == ';' || s[i - 1] == ':') && is_space(s[i])) cut = i;
+      if (((s[i - 1] == ',' || s[i - 1] == ';' || s[i - 1] == ':') && is_space(s[i])) || is_cjk_clause(s[i - 1]))
+        cut = i;
     for (size_t i = kMaxUtteranceChars; i > kMaxUtteranceChars / 2 && !cut; --i)
       if (is_space(s[i])) cut = i;
     if (!cut) cut = kMaxUtteranceChars;  // one huge word: a hard cut
@@ -138,7 +150,8 @@ void cut_long(std::u32string s, std::vector<std::u32string>& out) {
 }
 
 // Sentence pieces of `text` (trimmed, non-empty). A sentence ends at a run of
-// . ! ? (plus closing quotes/brackets) followed by whitespace or the end,
+// . ! ? (plus closing quotes/brackets) followed by whitespace or the end, or
+// at a run holding a CJK ender 。？！． whatever follows,
 // except a single "." after an abbreviation or an initial, or before a word
 // starting in lower case. Pieces without any letter or digit (e.g. a stray
 // "!") are joined to the previous piece.
@@ -152,10 +165,11 @@ std::vector<std::string> split_sentences(const std::vector<char32_t>& cps) {
       continue;
     }
     size_t j = i;
-    while (j < n && is_terminator(cps[j])) ++j;
+    bool cjk = false;
+    while (j < n && is_terminator(cps[j])) cjk = cjk || is_cjk_terminator(cps[j++]);
     const bool single_dot = j == i + 1 && cps[i] == '.';
     while (j < n && is_closer(cps[j])) ++j;
-    if (j < n && !is_space(cps[j])) {  // "3.5", "a.m", "?!x": not a boundary
+    if (j < n && !is_space(cps[j]) && !cjk) {  // "3.5", "a.m", "?!x": not a boundary
       i = j;
       continue;
     }
@@ -220,6 +234,7 @@ enum {
   PROP_TOP_K,
   PROP_PRECISION,
   PROP_THREADS,
+  PROP_LANGUAGE,
 };
 
 // Sampling properties of one backbone family only: setting one with a model
@@ -231,7 +246,9 @@ enum FamilyProperty : guint {
   kOnlyGpt2TopK = 1u << 3,
 };
 
-// Defaults: ChatterboxTTS.generate's.
+// Defaults: ChatterboxTTS.generate's, which are also
+// ChatterboxMultilingualTTS.generate's (CFG 0.5, exaggeration 0.5,
+// temperature 0.8, repetition penalty 1.2, min-p 0.05, top-p 1.0).
 #define DEFAULT_TEMPERATURE 0.8
 #define DEFAULT_CFG_WEIGHT 0.5
 #define DEFAULT_MIN_P 0.05
@@ -254,6 +271,7 @@ struct _GstT3 {
   gchar* voice;
   gchar* device;
   gchar* precision;  // weights of the decode GEMMs: f32, bf16, int8
+  gchar* language;   // multilingual models: ISO code (NULL: en)
   gint threads;      // compute threads (process-wide), 0: leave as is
   gboolean greedy;
   gdouble temperature, cfg_weight, min_p, top_p, repetition_penalty, exaggeration;
@@ -328,6 +346,40 @@ static void warn_family_properties(GstT3* self) {
                                 : "top-k is used by GPT-2 (Turbo/Nano) models only"));
 }
 
+static std::string lower_ascii(std::string s) {
+  for (char& c : s)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  return s;
+}
+
+// The language of the next utterance: the property (NULL: en), checked
+// against the 23 of upstream. Posts an error listing them and returns "" for
+// an unknown code.
+static std::string checked_language(GstT3* self) {
+  GST_OBJECT_LOCK(self);
+  std::string lang = self->language ? lower_ascii(self->language) : "en";
+  GST_OBJECT_UNLOCK(self);
+  if (!chatterbox::t3::is_mtl_language(lang)) {
+    GST_ELEMENT_ERROR(self, LIBRARY, SETTINGS,
+                      ("Unknown language '%s': t3 language= takes one of %s", lang.c_str(),
+                       chatterbox::t3::mtl_language_list().c_str()),
+                      ("ISO 639-1 codes of Chatterbox Multilingual's SUPPORTED_LANGUAGES"));
+    return "";
+  }
+  // Once per language: what this build does differently from a full
+  // upstream install (optional packages' fallbacks).
+  Loaded* L = self->st->loaded.get();
+  if (L && L->mtl_tokenizer && L->warned_language != lang) {
+    L->warned_language = lang;
+    const std::string note = L->mtl_tokenizer->fallback_note(lang);
+    if (!note.empty())
+      GST_ELEMENT_WARNING(self, LIBRARY, SETTINGS, ("%s (language %s): %s", chatterbox::t3::mtl_language_name(lang),
+                                                    lang.c_str(), note.c_str()),
+                          ("see tests/t3/mtl/README.md for what each language needs"));
+  }
+  return lang;
+}
+
 static gboolean load_model(GstT3* self) {
   GST_OBJECT_LOCK(self);
   std::string model = self->model ? self->model : "";
@@ -335,6 +387,7 @@ static gboolean load_model(GstT3* self) {
   std::string voice = self->voice ? self->voice : "";
   std::string device = self->device ? self->device : "cpu";
   const std::string precision = self->precision ? self->precision : "f32";
+  const std::string language = self->language ? self->language : "";
   const gint threads = self->threads;
   self->family_props_warned = 0;
   GST_OBJECT_UNLOCK(self);
@@ -349,7 +402,7 @@ static gboolean load_model(GstT3* self) {
   if (model.empty()) {
     GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
                       ("No T3 model given: set 'model' to t3_cfg.safetensors, t3_turbo_v1.safetensors, "
-                       "t3_nano_v1.safetensors or the folder holding one"),
+                       "t3_nano_v1.safetensors, t3_mtl23ls_v3.safetensors (or _v2) or the folder holding one"),
                       (nullptr));
     return FALSE;
   }
@@ -400,11 +453,21 @@ static gboolean load_model(GstT3* self) {
           chatterbox::ModelCache::make_key("t3", {model}, "cpu", precision),
           [&] { return std::make_shared<const T3Model>(T3Model::load(model).with_precision(precision)); });
       text_vocab = loaded->llama->config().text_tokens_dict_size;
-      if (tokenizer.empty()) tokenizer = path_join(dir, "tokenizer.json");
-      if (is_dir(tokenizer)) tokenizer = path_join(tokenizer, "tokenizer.json");
+      // T3Config.is_multilingual: the 2454-entry grapheme vocabulary.
+      const bool mtl = text_vocab == chatterbox::t3::kMultilingualTextVocab;
+      const char* file = mtl ? chatterbox::t3::kMtlVocabFile : "tokenizer.json";
+      if (tokenizer.empty()) tokenizer = path_join(dir, file);
+      if (is_dir(tokenizer)) tokenizer = path_join(tokenizer, file);
       stage = "tokenizer '" + tokenizer + "'";
       if (!is_file(tokenizer)) throw chatterbox::ModelError("the file does not exist (set the 'tokenizer' property)");
-      loaded->en_tokenizer.emplace(EnTokenizer::from_file(tokenizer, text_vocab));
+      if (mtl) {
+        // Cangjie5_TC.json beside the vocabulary (upstream downloads it into
+        // the tokenizer's folder); without it Chinese is not spelled in codes.
+        const std::string cangjie = path_join(dir_of(tokenizer), chatterbox::t3::kCangjieFile);
+        loaded->mtl_tokenizer.emplace(MtlTokenizer::from_files(tokenizer, is_file(cangjie) ? cangjie : "", text_vocab));
+      } else {
+        loaded->en_tokenizer.emplace(EnTokenizer::from_file(tokenizer, text_vocab));
+      }
     }
     stage = "voice '" + voice + "'";
     if (!is_file(voice)) throw chatterbox::ModelError("the file does not exist (set the 'voice' property)");
@@ -433,6 +496,8 @@ static gboolean load_model(GstT3* self) {
       loaded->cond.speaker_emb = loaded->voice_ref->speaker_emb;
       loaded->cond.cond_prompt_speech_tokens = loaded->voice_ref->cond_prompt_speech_tokens;
       loaded->cond.emotion_adv = loaded->voice_ref->emotion_adv;
+      for (const std::string& w : loaded->voice_ref->warnings)
+        GST_ELEMENT_WARNING(self, RESOURCE, READ, ("Voice '%s': %s", voice.c_str(), w.c_str()), (nullptr));
     } else {
       loaded->cond = T3Cond::load(voice);
     }
@@ -442,9 +507,19 @@ static gboolean load_model(GstT3* self) {
     else
       loaded->llama->cond_embedding(loaded->cond);
     loaded->model_path = model;
+    stage = "model '" + model + "'";
+    if (!language.empty() && !loaded->mtl_tokenizer && chatterbox::t3::is_mtl_language(lower_ascii(language)) &&
+        lower_ascii(language) != "en")
+      throw chatterbox::ModelError("language '" + language + "' needs a Chatterbox Multilingual T3 "
+                                   "(t3_mtl23ls_v3.safetensors or t3_mtl23ls_v2.safetensors, 2454-entry text "
+                                   "vocabulary); this one speaks English only (set language=en or leave it unset)");
     self->st->loaded = std::move(loaded);
   } catch (const std::exception& e) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not load T3 %s: %s", stage.c_str(), e.what()), (nullptr));
+    return FALSE;
+  }
+  if (checked_language(self).empty()) {
+    self->st->loaded.reset();
     return FALSE;
   }
   GST_INFO_OBJECT(self, "T3 ready (%s backbone): %s, tokenizer %s, voice %s",
@@ -496,6 +571,7 @@ struct Settings {
   double exaggeration;
   size_t tokens_per_buffer;
   bool split;
+  std::string language;  // multilingual models
 };
 
 static Settings read_settings(GstT3* self) {
@@ -526,6 +602,9 @@ static Settings read_settings(GstT3* self) {
 // One ChatterboxTTS.generate (or ChatterboxTurboTTS.generate) call's worth
 // of T3: punc_norm, tokenize, decode, pushing valid tokens as they are drawn.
 static GstFlowReturn generate_utterance(GstT3* self, const std::string& text, const Settings& s, const T3Cond& cond) {
+  // ChatterboxMultilingualTTS.generate drops the audio of the last speech
+  // token ("emitted just before EOS with degraded attention"): downstream is
+  // told through the utterance-end event (s3genmel drops its mel frames).
   Loaded& L = *self->st->loaded;
   // Utterance n draws from seed + n: reproducible for a given text stream,
   // yet repeated sentences are not forced to sound identical.
@@ -541,8 +620,13 @@ static GstFlowReturn generate_utterance(GstT3* self, const std::string& text, co
     gen.gpt2 = std::make_unique<T3TurboGenerator>(*L.gpt2, opts);
     gen.gpt2->start(ids, cond);
   } else {
-    normalized = chatterbox::t3::punc_norm(text);
-    ids = L.en_tokenizer->encode(normalized);
+    if (L.mtl_tokenizer) {
+      normalized = chatterbox::t3::punc_norm_mtl(text);
+      ids = L.mtl_tokenizer->encode(normalized, s.language);
+    } else {
+      normalized = chatterbox::t3::punc_norm(text);
+      ids = L.en_tokenizer->encode(normalized);
+    }
     SamplingOptions opts = s.opts;
     opts.seed = seed;
     gen.llama = std::make_unique<T3Generator>(*L.llama, opts);
@@ -581,9 +665,10 @@ static GstFlowReturn generate_utterance(GstT3* self, const std::string& text, co
     GST_WARNING_OBJECT(self, "utterance \"%s\" reached max-tokens (%" G_GINT64_FORMAT ") without a stop token",
                        normalized.c_str(), s.opts.max_new_tokens);
   ensure_segment(self);
+  const guint trim = L.mtl_tokenizer && produced > 1 ? 1 : 0;
   GstStructure* info = gst_structure_new(GST_T3_UTTERANCE_END_EVENT, "utterance", G_TYPE_UINT64, self->utterances,
                                          "first-token", G_TYPE_UINT64, first_token, "tokens", G_TYPE_UINT64, produced,
-                                         nullptr);
+                                         "trim-tokens", G_TYPE_UINT, trim, nullptr);
   gst_pad_push_event(self->srcpad, gst_event_new_custom(GST_EVENT_CUSTOM_DOWNSTREAM, info));
   ++self->utterances;
   return GST_FLOW_OK;
@@ -617,7 +702,16 @@ static GstFlowReturn gst_t3_chain(GstPad*, GstObject* parent, GstBuffer* buf) {
   }
 
   warn_family_properties(self);  // for properties set since the model loaded
-  const Settings s = read_settings(self);
+  Settings s = read_settings(self);
+  s.language = checked_language(self);
+  if (s.language.empty()) return GST_FLOW_ERROR;
+  if (!self->st->loaded->mtl_tokenizer && s.language != "en") {
+    GST_ELEMENT_ERROR(self, LIBRARY, SETTINGS,
+                      ("language '%s' needs a Chatterbox Multilingual T3; %s speaks English only", s.language.c_str(),
+                       self->st->loaded->model_path.c_str()),
+                      ("multilingual models: t3_mtl23ls_v3.safetensors, t3_mtl23ls_v2.safetensors"));
+    return GST_FLOW_ERROR;
+  }
   std::vector<std::string> pieces;
   if (text.empty()) {
     // As ChatterboxTTS.generate(""): punc_norm substitutes its fixed sentence.
@@ -738,6 +832,7 @@ static void gst_t3_set_property(GObject* object, guint id, const GValue* value, 
       if (!self->precision) self->precision = g_strdup("f32");
       break;
     case PROP_THREADS: self->threads = g_value_get_int(value); break;
+    case PROP_LANGUAGE: g_free(self->language); self->language = g_value_dup_string(value); break;
     case PROP_GREEDY: self->greedy = g_value_get_boolean(value); break;
     case PROP_TEMPERATURE: self->temperature = g_value_get_double(value); break;
     case PROP_CFG_WEIGHT:
@@ -780,6 +875,7 @@ static void gst_t3_get_property(GObject* object, guint id, GValue* value, GParam
     case PROP_DEVICE: g_value_set_string(value, self->device); break;
     case PROP_PRECISION: g_value_set_string(value, self->precision); break;
     case PROP_THREADS: g_value_set_int(value, self->threads); break;
+    case PROP_LANGUAGE: g_value_set_string(value, self->language); break;
     case PROP_GREEDY: g_value_set_boolean(value, self->greedy); break;
     case PROP_TEMPERATURE: g_value_set_double(value, self->temperature); break;
     case PROP_CFG_WEIGHT: g_value_set_double(value, self->cfg_weight); break;
@@ -805,6 +901,7 @@ static void gst_t3_finalize(GObject* object) {
   g_free(self->voice);
   g_free(self->device);
   g_free(self->precision);
+  g_free(self->language);
   G_OBJECT_CLASS(gst_t3_parent_class)->finalize(object);
 }
 
@@ -825,7 +922,9 @@ static void gst_t3_class_init(GstT3Class* klass) {
   const GParamFlags live = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
   g_object_class_install_property(gobject_class, PROP_MODEL,
       g_param_spec_string("model", "Model",
-                          "T3 weights: Chatterbox's t3_cfg.safetensors (Llama backbone), Chatterbox-Turbo's "
+                          "T3 weights: Chatterbox's t3_cfg.safetensors or Chatterbox Multilingual's "
+                          "t3_mtl23ls_v3.safetensors / t3_mtl23ls_v2.safetensors (Llama backbone; a folder holding "
+                          "both gives V3), Chatterbox-Turbo's "
                           "t3_turbo_v1.safetensors or Chatterbox-Nano's t3_nano_v1.safetensors (GPT-2 backbone), "
                           "or the folder holding one (with the tokenizer and conds.pt). The backbone is detected from "
                           "the checkpoint. Loaded when the element goes to READY (t3 elements naming the same file "
@@ -835,7 +934,9 @@ static void gst_t3_class_init(GstT3Class* klass) {
       g_param_spec_string("tokenizer", "Tokenizer",
                           "The model's text tokenizer: a Hugging Face tokenizer.json, or a directory holding one (GPT-2 "
                           "models also read vocab.json + merges.txt + added_tokens.json). Default: the model's folder. "
-                          "Llama models take Chatterbox's English tokenizer, GPT-2 models GPT-2's byte-level BPE with "
+                          "Llama models take Chatterbox's English tokenizer (multilingual ones, with a 2454-entry text "
+                          "vocabulary, grapheme_mtl_merged_expanded_v1.json and Cangjie5_TC.json beside it), GPT-2 "
+                          "models GPT-2's byte-level BPE with "
                           "the paralinguistic tags ([laugh], [chuckle], ...). Changeable in the NULL state only.",
                           nullptr, files));
   g_object_class_install_property(gobject_class, PROP_VOICE,
@@ -867,6 +968,15 @@ static void gst_t3_class_init(GstT3Class* klass) {
                        "vocoders: OpenBLAS's pool for the GEMMs and the kernel pool for the decode kernels; "
                        "OpenMP stays at one thread (no spinning workers). Applied when the element goes to READY.",
                        0, 256, 0, static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS)));
+  g_object_class_install_property(gobject_class, PROP_LANGUAGE,
+      g_param_spec_string("language", "Language",
+                          "Language of the text for Chatterbox Multilingual models (t3_mtl23ls_v3/_v2): one of ar da "
+                          "de el en es fi fr he hi it ja ko ms nl no pl pt ru sv sw tr zh (case-insensitive; NULL: "
+                          "en); an unknown code is an error listing them. Each language runs upstream's text step "
+                          "(ja needs libkakasi at build time, zh Cangjie5_TC.json beside the tokenizer; the element "
+                          "warns when it takes upstream's fallback). English-only models accept only en. Applies "
+                          "from the next text buffer.",
+                          nullptr, live));
   g_object_class_install_property(gobject_class, PROP_GREEDY,
       g_param_spec_boolean("greedy", "Greedy",
                            "Take the most probable token at every step (deterministic) instead of sampling",
@@ -924,7 +1034,8 @@ static void gst_t3_class_init(GstT3Class* klass) {
                        1, 4096, DEFAULT_TOKENS_PER_BUFFER, live));
   g_object_class_install_property(gobject_class, PROP_SPLIT_SENTENCES,
       g_param_spec_boolean("split-sentences", "Split sentences",
-                           "Generate each sentence (ended by . ! ? and a space) as its own utterance, and cut "
+                           "Generate each sentence (ended by . ! ? and a space, or by the CJK enders 。？！) as its "
+                           "own utterance, and cut "
                            "sentences longer than 300 characters at a clause break, to stay within the length T3 "
                            "handles reliably. Off: each buffer is one utterance.",
                            TRUE, live));

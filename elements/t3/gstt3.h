@@ -15,9 +15,11 @@
 //    there);
 //  - after the last token of every utterance a custom serialized downstream
 //    event "chatterbox/utterance-end" (fields: utterance (guint64),
-//    first-token (guint64), tokens (guint64)) lets downstream finish it without
-//    waiting for the next utterance or EOS; elements that do not know it pass
-//    it on;
+//    first-token (guint64), tokens (guint64), trim-tokens (guint: how many
+//    final tokens' audio the reference drops: 1 for multilingual models, as
+//    ChatterboxMultilingualTTS.generate, else 0)) lets downstream finish it
+//    without waiting for the next utterance or EOS; elements that do not know
+//    it pass it on;
 //  - only valid S3 ids (< 6561): the stop token and ids the model may emit
 //    above the codebook are dropped, as ChatterboxTTS.generate does.
 #pragma once

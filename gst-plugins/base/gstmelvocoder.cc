@@ -5,6 +5,7 @@
 #include "gst-plugins/core/vocoder.h"
 #include "gst-plugins/output_timing.h"
 
+#include <algorithm>
 #include <ATen/ATen.h>
 #include <gst/base/gstadapter.h>
 
@@ -85,8 +86,11 @@ static GstFlowReturn push_audio(GstMelVocoder* self, const at::Tensor& samples, 
   return gst_pad_push(p->srcpad, buf);
 }
 
-// Ends the current utterance: pushes every remaining sample.
-static GstFlowReturn drain(GstMelVocoder* self) {
+// Ends the current utterance: pushes every remaining sample but the last
+// `trim_frames` frames' (utterance-end's trim-frames: ChatterboxMultilingualTTS
+// .generate drops the final speech token's audio). Samples a small lookahead
+// already pushed cannot be taken back: then fewer are dropped, with a warning.
+static GstFlowReturn drain(GstMelVocoder* self, guint trim_frames = 0) {
   GstMelVocoderPrivate* p = P(self);
   if (!p->vocoder || p->vocoder->frames_in() == 0) return GST_FLOW_OK;
   const gsize left = gst_adapter_available(p->adapter);
@@ -97,7 +101,17 @@ static GstFlowReturn drain(GstMelVocoder* self) {
   }
   try {
     const gint64 first = p->vocoder->samples_out();
-    at::Tensor rest = p->vocoder->drain();
+    at::Tensor rest = p->vocoder->drain().reshape({-1});
+    const gint64 trim = static_cast<gint64>(trim_frames) * p->format.hop_length;
+    if (trim > 0) {
+      if (trim > rest.numel())
+        GST_ELEMENT_WARNING(self, STREAM, DECODE,
+                            ("Could drop only %" G_GINT64_FORMAT " of the %" G_GINT64_FORMAT
+                             " final samples the model's generate drops: the rest was already pushed",
+                             static_cast<gint64>(rest.numel()), trim),
+                            ("raise 'lookahead' to at least %u frames", trim_frames));
+      rest = rest.narrow(0, 0, std::max<gint64>(0, rest.numel() - trim));
+    }
     return push_audio(self, rest, first);
   } catch (const std::exception& e) {
     GST_ELEMENT_ERROR(self, STREAM, DECODE, ("Vocoder failed at the end of the utterance"), ("%s", e.what()));
@@ -254,7 +268,9 @@ static gboolean gst_mel_vocoder_sink_event(GstPad* pad, GstObject* parent, GstEv
     case GST_EVENT_CUSTOM_DOWNSTREAM:
       // End of an utterance (t3 / s3genmel): emit its last samples now.
       if (gst_event_has_name(event, "chatterbox/utterance-end")) {
-        drain(self);
+        guint trim = 0;
+        if (!gst_structure_get_uint(gst_event_get_structure(event), "trim-frames", &trim)) trim = 0;
+        drain(self, trim);
         reset_stream(self);
       }
       return gst_pad_event_default(pad, parent, event);
@@ -293,12 +309,7 @@ static gboolean gst_mel_vocoder_sink_query(GstPad* pad, GstObject* parent, GstQu
       // "not-negotiated"). accept_format() then refuses it with an ERROR
       // naming each differing field. The CAPS query stays exact, so
       // negotiating upstream elements still pick the model's layout.
-      GstCaps* caps;
-      gst_query_parse_accept_caps(query, &caps);
-      GstCaps* templ = gst_pad_get_pad_template_caps(pad);
-      gst_query_set_accept_caps_result(query, gst_caps_is_subset(caps, templ));
-      gst_caps_unref(templ);
-      return TRUE;
+      return chatterbox::accept_caps_within_template(pad, query);
     }
     default:
       return gst_pad_query_default(pad, parent, query);

@@ -554,3 +554,44 @@ BOOST_AUTO_TEST_CASE(chatterboxvocoder_output_equals_direct_element) {
   BOOST_TEST_REQUIRE(hvia.out.values.size() == hdirect.out.values.size());
   BOOST_TEST(max_abs_diff(hvia.out.tensor(), hdirect.out.tensor()) <= 1e-6);
 }
+
+// utterance-end with trim-frames (s3genmel, from t3's trim-tokens for
+// multilingual models): the last trim-frames * hop samples of the utterance
+// are not pushed; the rest is the untrimmed output. With a lookahead smaller
+// than the trim, the samples already out stay and a warning says so.
+BOOST_AUTO_TEST_CASE(hiftdec_utterance_end_trim_frames) {
+  at::Tensor mel = frame_major(fixture_tensor(kHift, "test.input_mel"));
+  const size_t total = mel.numel() * 4;
+  auto run = [&](int trim, gint lookahead) {
+    GstElement* e = hiftdec(true, true);
+    if (lookahead >= 0) g_object_set(e, "lookahead", lookahead, nullptr);
+    Harness hr(e);
+    hr.set_caps(gst_caps_from_string(kS3GenCaps));
+    Run r;
+    for (size_t pos = 0; pos < total; pos += 10 * 80 * 4) {
+      r.flows.push_back(hr.push(reinterpret_cast<const uint8_t*>(mel.data_ptr<float>()) + pos,
+                                std::min<size_t>(10 * 80 * 4, total - pos), pos == 0 ? 0 : GST_CLOCK_TIME_NONE));
+      hr.pull_into(r.out);
+    }
+    GstStructure* s = gst_structure_new("chatterbox/utterance-end", "trim-tokens", G_TYPE_UINT, 1u, nullptr);
+    if (trim >= 0) gst_structure_set(s, "trim-frames", G_TYPE_UINT, static_cast<guint>(trim), nullptr);
+    BOOST_REQUIRE(gst_harness_push_event(hr.h, gst_event_new_custom(GST_EVENT_CUSTOM_DOWNSTREAM, s)));
+    hr.eos();
+    hr.pull_into(r.out);
+    r.log = hr.messages();
+    return r;
+  };
+  const Run full = run(-1, -1);
+  const size_t n = full.out.values.size();
+  BOOST_REQUIRE_EQUAL(n, static_cast<size_t>(mel.size(0) * 480));
+  const Run two = run(2, -1);
+  BOOST_TEST(two.log.all() == "");
+  BOOST_REQUIRE_EQUAL(two.out.values.size(), n - 960);
+  BOOST_TEST(max_abs_diff(two.out.tensor(), full.out.tensor().slice(0, 0, n - 960)) == 0.0);
+  check_timing(two.out, 0, "trimmed");
+  // lookahead 1 frame: at most 480 samples are still held at the end.
+  const Run low = run(2, 1);
+  BOOST_TEST(low.out.values.size() < n);
+  BOOST_TEST(low.out.values.size() > n - 960);
+  BOOST_TEST(contains(low.log.all(), "already pushed"), low.log.all());
+}

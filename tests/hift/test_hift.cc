@@ -471,3 +471,25 @@ BOOST_AUTO_TEST_CASE(real_layout_checkpoint_loads_via_mel2wav_prefix) {
   BOOST_TEST(at::equal(model2->inference(mel), audio));
   std::remove(path.c_str());
 }
+
+// Chatterbox Multilingual's generate cuts the vocoded audio after the
+// second-to-last token ((N-1) * 960 samples). Why the pipeline does the same
+// (the vocoder drops the samples, utterance-end trim-frames) rather than
+// dropping the last token's 2 mel frames before the vocoder: the two agree
+// only outside the vocoder's right receptive field of the cut (measured
+// here: float noise before it, large differences within it).
+BOOST_AUTO_TEST_CASE(trim_before_vocoder_vs_after) {
+  const Tiny& f = tiny();
+  at::Tensor mel = f.t("input_mel");  // [1, 80, T]
+  const int64_t T = mel.size(2), kept = T - 2;
+  at::Tensor after = f.model->inference(mel, SourceDraws::deterministic()).narrow(1, 0, kept * 480);
+  at::Tensor before = f.model->inference(mel.narrow(2, 0, kept), SourceDraws::deterministic());
+  BOOST_REQUIRE(before.sizes() == after.sizes());
+  const int64_t right = f.model->field().mel_right;
+  const int64_t same = (kept - right) * 480;
+  const double head = max_abs_diff(before.narrow(1, 0, same), after.narrow(1, 0, same));
+  const double tail = max_abs_diff(before.narrow(1, same, kept * 480 - same), after.narrow(1, same, kept * 480 - same));
+  std::cout << "  trim before vs after the vocoder: max abs " << head << " before the last " << right
+            << " frames, " << tail << " within them (peak |audio| " << after.abs().max().item<double>() << ")\n";
+  report("trim before vs after the vocoder, outside the look-ahead", head, 2e-5);
+}

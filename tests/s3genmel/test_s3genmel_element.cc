@@ -11,6 +11,7 @@
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
 
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -321,4 +322,165 @@ BOOST_AUTO_TEST_CASE(tokens_to_audio_pipeline) {
   BOOST_TEST(size <= 60 * 480 * 4 + 100);
   std::remove(tokens_path.c_str());
   std::remove(wav.c_str());
+}
+
+namespace {
+// n seeded random valid token ids.
+std::vector<int32_t> random_ids(size_t n, uint32_t seed) {
+  std::vector<int32_t> ids(n);
+  uint32_t x = seed * 2654435761u + 1;
+  for (auto& id : ids) {
+    x = x * 1664525u + 1013904223u;
+    id = static_cast<int32_t>((x >> 8) % 6561);
+  }
+  return ids;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(window_mode_streams_as_tokens_arrive) {
+  TempFiles files;
+  GstHarness* h = make("voice=" + files.voice + " seed=2 chunk-tokens=6 left-context=10");
+  const std::vector<int32_t> ids = random_ids(80, 4);
+  // 8 tokens: the first chunk's look-ahead is not complete yet.
+  push_tokens(h, std::vector<int32_t>(ids.begin(), ids.begin() + 8), 8);
+  BOOST_TEST(gst_harness_buffers_in_queue(h) == 0u);
+  // The 9th token completes it: 12 frames come out before the utterance ends.
+  push_tokens(h, std::vector<int32_t>(ids.begin() + 8, ids.begin() + 9), 1);
+  BOOST_TEST(gst_harness_buffers_in_queue(h) == 1u);
+  push_tokens(h, std::vector<int32_t>(ids.begin() + 9, ids.end()), 3);
+  Output out = pull_all(h);
+  BOOST_TEST(out.mel.size(0) == 160);
+  BOOST_TEST(out.pts.front() == 0u);
+  BOOST_TEST(out.dur.front() == 12 * 20 * GST_MSECOND);
+  for (size_t i = 1; i < out.pts.size(); ++i) BOOST_TEST(out.pts[i] == out.pts[i - 1] + out.dur[i - 1]);
+  BOOST_TEST(at::isfinite(out.mel).all().item<bool>());
+  gst_harness_teardown(h);
+  // Independent of how the tokens were buffered.
+  GstHarness* g = make("voice=" + files.voice + " seed=2 chunk-tokens=6 left-context=10");
+  push_tokens(g, ids, 80);
+  BOOST_TEST(at::equal(pull_all(g).mel, out.mel));
+  gst_harness_teardown(g);
+  // context-mel=false: the context frames get zero cond instead (other
+  // frames, same count).
+  GstHarness* z = make("voice=" + files.voice + " seed=2 chunk-tokens=6 left-context=10 context-mel=false");
+  push_tokens(z, ids, 80);
+  at::Tensor zero_cond = pull_all(z).mel;
+  BOOST_TEST(zero_cond.size(0) == 160);
+  BOOST_TEST(!at::equal(zero_cond, out.mel));
+  gst_harness_teardown(z);
+  // left-context=-1 (default) keeps upstream's rule for chunk-tokens: not the
+  // window result.
+  GstHarness* u = make("voice=" + files.voice + " seed=2 chunk-tokens=6");
+  push_tokens(u, ids, 3);
+  Output up = pull_all(u);
+  BOOST_TEST(up.mel.size(0) == 160);
+  BOOST_TEST(!at::equal(up.mel, out.mel));
+  gst_harness_teardown(u);
+}
+
+BOOST_AUTO_TEST_CASE(latency_query_and_message_follow_chunk_tokens) {
+  TempFiles files;
+  auto latency = [&](const std::string& props) {
+    GstHarness* h = make("voice=" + files.voice + " " + props);
+    gst_harness_set_upstream_latency(h, 0);
+    GstQuery* q = gst_query_new_latency();
+    BOOST_REQUIRE(gst_pad_peer_query(h->sinkpad, q));
+    gboolean live;
+    GstClockTime min, max;
+    gst_query_parse_latency(q, &live, &min, &max);
+    gst_query_unref(q);
+    gst_harness_teardown(h);
+    return std::make_pair(min, max);
+  };
+  // A chunk's first token waits for the chunk and the 3 look-ahead tokens.
+  BOOST_TEST(latency("chunk-tokens=6 left-context=10").first == 9 * 40 * GST_MSECOND);
+  BOOST_TEST(latency("chunk-tokens=25 left-context=50").first == 28 * 40 * GST_MSECOND);
+  BOOST_TEST(latency("chunk-tokens=25").first == 28 * 40 * GST_MSECOND);
+  // Whole utterances: no bound.
+  BOOST_TEST(latency("").second == GST_CLOCK_TIME_NONE);
+
+  GstElement* e = gst_element_factory_make("s3genmel", nullptr);
+  GstBus* bus = gst_bus_new();
+  gst_element_set_bus(e, bus);
+  g_object_set(e, "chunk-tokens", 10u, nullptr);
+  GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_LATENCY);
+  BOOST_TEST(m != nullptr);
+  if (m) gst_message_unref(m);
+  g_object_set(e, "chunk-tokens", 10u, nullptr);  // unchanged: no message
+  BOOST_TEST(gst_bus_pop_filtered(bus, GST_MESSAGE_LATENCY) == nullptr);
+  gst_element_set_bus(e, nullptr);
+  gst_object_unref(bus);
+  gst_object_unref(e);
+}
+
+BOOST_AUTO_TEST_CASE(window_chunk_edges_do_not_click) {
+  // Tokens -> mel -> audio (tiny Vocos for S3Gen mels), window mode: at
+  // every chunk edge the sample-to-sample step is no larger than the largest
+  // step inside the neighbouring chunks.
+  TempFiles files;
+  const int C = 5;
+  std::string launch = "s3genmel model=" + fixture("s3gen/flow_tiny.safetensors") + " voice=" + files.voice +
+                       " seed=7 left-context=12 chunk-tokens=" + std::to_string(C) +
+                       " ! vocosdec model=" + fixture("vocos/tiny_s3gen_same.safetensors");
+  GstHarness* h = gst_harness_new_parse(launch.c_str());
+  gst_harness_set_src_caps_str(h, kTokenCaps);
+  push_tokens(h, random_ids(60, 9), 4);
+  BOOST_REQUIRE(gst_harness_push_event(h, gst_event_new_eos()));
+  std::vector<float> y;
+  GstBuffer* b;
+  while ((b = gst_harness_try_pull(h)) != nullptr) {
+    GstMapInfo m;
+    gst_buffer_map(b, &m, GST_MAP_READ);
+    const float* p = reinterpret_cast<const float*>(m.data);
+    y.insert(y.end(), p, p + m.size / 4);
+    gst_buffer_unmap(b, &m);
+    gst_buffer_unref(b);
+  }
+  gst_harness_teardown(h);
+  BOOST_REQUIRE(y.size() == 120u * 480u);
+  const size_t chunk = 2 * C * 480;
+  double worst = 0;
+  for (size_t edge = chunk; edge + chunk <= y.size(); edge += chunk) {
+    const double jump = std::abs(y[edge] - y[edge - 1]);
+    double inner = 0;
+    for (size_t i = edge - chunk + 1; i < edge + chunk; ++i)
+      if (i != edge) inner = std::max(inner, static_cast<double>(std::abs(y[i] - y[i - 1])));
+    worst = std::max(worst, jump / inner);
+    BOOST_TEST(jump <= inner, "edge at sample " << edge << ": step " << jump << " vs " << inner);
+  }
+  BOOST_TEST_MESSAGE("window mode audio: largest edge step / largest step nearby = " << worst);
+}
+
+// t3's utterance-end field trim-tokens (multilingual models: generate drops
+// the final token's audio): s3genmel keeps the mel and passes the event on
+// with trim-frames (2 per token) for the vocoder, which drops those samples.
+BOOST_AUTO_TEST_CASE(utterance_end_trim_tokens_becomes_trim_frames) {
+  TempFiles files;
+  for (const std::string props : {"", "chunk-tokens=8"}) {
+    for (int trim : {-1, 0, 1, 2}) {
+      BOOST_TEST_CONTEXT("props '" << props << "', trim-tokens " << trim) {
+        GstHarness* h = make("voice=" + files.voice + " seed=5 " + props);
+        push_tokens(h, fixture_tokens(), 7);
+        GstStructure* s = gst_structure_new("chatterbox/utterance-end", "utterance", G_TYPE_UINT64,
+                                            G_GUINT64_CONSTANT(0), nullptr);
+        if (trim >= 0) gst_structure_set(s, "trim-tokens", G_TYPE_UINT, static_cast<guint>(trim), nullptr);
+        BOOST_REQUIRE(gst_harness_push_event(h, gst_event_new_custom(GST_EVENT_CUSTOM_DOWNSTREAM, s)));
+        BOOST_TEST(pull_all(h).mel.size(0) == 60);  // the mel is not cut
+        int ends = 0;
+        while (GstEvent* ev = gst_harness_try_pull_event(h)) {
+          const GstStructure* st = gst_event_get_structure(ev);
+          if (st && gst_structure_has_name(st, "chatterbox/utterance-end")) {
+            ++ends;
+            guint frames = 0;
+            const bool has = gst_structure_get_uint(st, "trim-frames", &frames);
+            BOOST_TEST(has == (trim > 0));
+            if (has) BOOST_TEST(frames == static_cast<guint>(2 * trim));
+          }
+          gst_event_unref(ev);
+        }
+        BOOST_TEST(ends == 1);
+        gst_harness_teardown(h);
+      }
+    }
+  }
 }

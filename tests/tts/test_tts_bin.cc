@@ -210,3 +210,74 @@ BOOST_AUTO_TEST_CASE(mixed_or_incomplete_directories_are_refused_with_the_list) 
   e = ready_error("model-dir=" + m.dir);
   BOOST_TEST(e.find("mixes T3 models") != std::string::npos, e);
 }
+
+// streaming=auto picks s3genmel's window mode when the text source is live
+// (the harness's source answers the latency query live unless told not to),
+// whole utterances otherwise; on / off force it.
+BOOST_AUTO_TEST_CASE(streaming_follows_a_live_source) {
+  ModelDir m;
+  auto s3gen_mode = [&](const std::string& props, bool live) {
+    GstHarness* h = gst_harness_new_parse(("chatterboxtts model-dir=" + m.dir + " greedy=true vocoder=vocos vocos-model=" +
+                                           fixture("vocos/tiny_s3gen_same.safetensors") + " " + props)
+                                              .c_str());
+    gst_harness_set_live(h, live);
+    gst_harness_set_src_caps_str(h, "text/x-raw,format=utf8");
+    const std::string text = "the little robot counted stones by the river";
+    GstBuffer* in = gst_buffer_new_allocate(nullptr, text.size(), nullptr);
+    gst_buffer_fill(in, 0, text.data(), text.size());
+    BOOST_REQUIRE(gst_harness_push(h, in) == GST_FLOW_OK);
+    BOOST_REQUIRE(gst_harness_push_event(h, gst_event_new_eos()));
+    long samples = 0;
+    GstBuffer* b;
+    while ((b = gst_harness_try_pull(h)) != nullptr) {
+      samples += static_cast<long>(gst_buffer_get_size(b) / 4);
+      gst_buffer_unref(b);
+    }
+    GstElement* s3gen = gst_bin_get_by_name(GST_BIN(h->element), "s3genmel");
+    BOOST_REQUIRE(s3gen);
+    guint chunk = 0;
+    gint left = 0;
+    g_object_get(s3gen, "chunk-tokens", &chunk, "left-context", &left, nullptr);
+    gst_object_unref(s3gen);
+    gst_harness_teardown(h);
+    BOOST_TEST(samples == kExpectedSamples);  // every frame comes out either way
+    return std::make_pair(chunk, left);
+  };
+  BOOST_TEST(s3gen_mode("", true).first == 25u);
+  BOOST_TEST(s3gen_mode("", true).second == 50);
+  BOOST_TEST(s3gen_mode("", false).first == 0u);
+  BOOST_TEST(s3gen_mode("streaming=on chunk-tokens=5 left-context=20", false).first == 5u);
+  BOOST_TEST(s3gen_mode("streaming=off", true).first == 0u);
+}
+
+// A multilingual directory is told by its T3 file (V3 or V2) and lists what
+// it lacks; language reaches t3, whose errors name the valid codes.
+BOOST_AUTO_TEST_CASE(multilingual_directory_and_language) {
+  char tmpl[] = "/tmp/chatterbox-tts-mtl-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  BOOST_REQUIRE(symlink(fixture("t3/t3_tiny.safetensors").c_str(), (dir + "/t3_mtl23ls_v2.safetensors").c_str()) == 0);
+  std::string e = ready_error("model-dir=" + dir);
+  BOOST_TEST(e.find("Chatterbox Multilingual") != std::string::npos, e);
+  BOOST_TEST(e.find("t3_mtl23ls_v2.safetensors") != std::string::npos, e);
+  BOOST_TEST(e.find("grapheme_mtl_merged_expanded_v1.json") != std::string::npos, e);
+  BOOST_TEST(e.find("s3gen.safetensors") != std::string::npos, e);
+  BOOST_TEST(e.find("conds.pt") != std::string::npos, e);
+  std::remove((dir + "/t3_mtl23ls_v2.safetensors").c_str());
+  rmdir(dir.c_str());
+
+  ModelDir m;
+  e = ready_error("model-dir=" + m.dir + " language=xx");
+  BOOST_TEST(e.find("Unknown language 'xx'") != std::string::npos, e);
+  BOOST_TEST(e.find("ar, da, de") != std::string::npos, e);
+  e = ready_error("model-dir=" + m.dir + " language=fr");
+  BOOST_TEST(e.find("needs a Chatterbox Multilingual T3") != std::string::npos, e);
+  GstElement* tts = gst_element_factory_make("chatterboxtts", nullptr);
+  g_object_set(tts, "language", "ja", nullptr);
+  GstElement* t3 = gst_bin_get_by_name(GST_BIN(tts), "t3");
+  gchar* lang = nullptr;
+  g_object_get(t3, "language", &lang, nullptr);
+  BOOST_TEST(std::string(lang ? lang : "") == "ja");
+  g_free(lang);
+  gst_object_unref(t3);
+  gst_object_unref(tts);
+}

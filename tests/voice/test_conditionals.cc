@@ -14,8 +14,11 @@
 #include "tests/test_util.h"
 #include "tests/voice/voice_test_util.h"
 
+#include <sndfile.h>
+
 #include <cmath>
 #include <cstdio>
+#include <vector>
 
 using namespace chatterbox;
 using namespace chatterbox::test;
@@ -201,4 +204,118 @@ BOOST_AUTO_TEST_CASE(model_folder_errors_name_the_file) {
   const std::string e = error_of([] { VoiceCloner::load_dir("/nonexistent-models"); });
   BOOST_TEST(contains(e, "/nonexistent-models"));
   BOOST_TEST(contains(e, "s3gen.safetensors"));
+}
+
+namespace {
+
+// A WAV through libsndfile: `channels` copies of `mono` interleaved, as
+// 16-bit PCM (what recorders write) at `rate`.
+std::string write_wav(const std::string& name, const at::Tensor& mono, int rate, int channels) {
+  const std::string path = tmp_path(name);
+  SF_INFO info{};
+  info.samplerate = rate;
+  info.channels = channels;
+  info.format = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
+  SNDFILE* f = sf_open(path.c_str(), SFM_WRITE, &info);
+  BOOST_REQUIRE_MESSAGE(f, sf_strerror(nullptr));
+  // int16 = round(x * 32768), clamped: what soundfile reads back as / 32768.
+  at::Tensor m = at::clamp(at::round(mono.to(at::kDouble) * 32768.0), -32768, 32767).to(at::kShort).contiguous();
+  std::vector<short> inter(static_cast<size_t>(m.numel() * channels));
+  for (int64_t i = 0; i < m.numel(); ++i)
+    for (int c = 0; c < channels; ++c) inter[static_cast<size_t>(i * channels + c)] = m.data_ptr<int16_t>()[i];
+  BOOST_REQUIRE(sf_writef_short(f, inter.data(), m.numel()) == m.numel());
+  sf_close(f);
+  return path;
+}
+
+double cosine(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor x = a.to(at::kDouble).reshape({-1}), y = b.to(at::kDouble).reshape({-1});
+  return (x.dot(y) / (x.norm() * y.norm())).item<double>();
+}
+
+}  // namespace
+
+// Silent and clipped references are flagged (the elements post them as
+// warnings, chatterbox-voice prints them); ordinary speech is not.
+BOOST_AUTO_TEST_CASE(silent_and_clipped_references_warn) {
+  const at::Tensor wave = fx().g("load.wave_24k");
+  BOOST_TEST(reference_warnings(wave).empty());
+  auto w = reference_warnings(at::zeros({48000}));
+  BOOST_REQUIRE(w.size() == 1u);
+  BOOST_TEST(contains(w[0], "silent"), w[0]);
+  w = reference_warnings(wave * 1e-4);  // peak ~ -80 dBFS
+  BOOST_REQUIRE(w.size() == 1u);
+  BOOST_TEST(contains(w[0], "silent"), w[0]);
+  w = reference_warnings(at::clamp(wave * 20.0, -1.0, 1.0));
+  BOOST_REQUIRE(w.size() == 1u);
+  BOOST_TEST(contains(w[0], "clipped"), w[0]);
+  // A few full-scale peaks in a long recording are not clipping.
+  at::Tensor peaks = wave.clone();
+  peaks.slice(0, 1000, 1005).fill_(1.0);
+  BOOST_TEST(reference_warnings(peaks).empty());
+  // The warnings travel with the conditionals.
+  BOOST_TEST(fx().cloner.prepare_conditionals(at::clamp(wave * 20.0, -1.0, 1.0)).warnings.size() == 1u);
+}
+
+// Too short for the model: an error saying the length needed.
+BOOST_AUTO_TEST_CASE(too_short_references_are_refused_with_the_length_needed) {
+  const at::Tensor wave = fx().g("load.wave_24k");
+  std::string e = error_of([&] { fx().cloner.prepare_conditionals(wave.slice(0, 0, 480)); });  // 0.02 s
+  BOOST_TEST(contains(e, "0.020 s long"), e);
+  BOOST_TEST(contains(e, "at least"), e);
+  char need[32];
+  std::snprintf(need, sizeof need, "%.2f s", min_reference_seconds(Variant::Original));
+  BOOST_TEST(contains(e, need), e);
+  // Just long enough: every stage computes.
+  const int64_t n = static_cast<int64_t>(std::ceil(min_reference_seconds(Variant::Original) * 24000));
+  VoiceConditionals c = fx().cloner.prepare_conditionals(wave.slice(0, 12000, 12000 + n));
+  BOOST_TEST(c.gen.prompt_token.size(1) > 0);
+  BOOST_TEST(c.cond_prompt_speech_tokens.size(1) > 0);
+  // ... with a warning that it is short.
+  BOOST_REQUIRE(c.warnings.size() == 1u);
+  BOOST_TEST(contains(c.warnings[0], "only 0.05 s long"), c.warnings[0]);
+  BOOST_TEST(bool(at::isfinite(c.speaker_emb).all().item<bool>()));
+  BOOST_TEST(bool(at::isfinite(c.gen.embedding).all().item<bool>()));
+  CloneOptions o;
+  o.variant = Variant::Turbo;
+  e = error_of([&] { fx().cloner.prepare_conditionals(wave.slice(0, 0, 4 * 24000), o); });
+  BOOST_TEST(contains(e, "4.000 s long"), e);
+  BOOST_TEST(contains(e, "more than 5 s"), e);
+}
+
+// Channels and rate are converted, never misread: a stereo file of the same
+// samples gives the same voice; a 48 kHz file gives (within resampling) the
+// same voice; an unreadable file is an error naming it.
+BOOST_AUTO_TEST_CASE(channels_and_rate_are_converted) {
+  const at::Tensor wave = fx().g("load.wave_24k");  // int16 / 32768: exact in 16-bit PCM
+  const std::string stereo = write_wav("stereo24.wav", wave, 24000, 2);
+  BOOST_TEST(at::equal(load_audio(stereo, 24000), wave));
+  const VoiceConditionals mono = fx().cloner.prepare_conditionals(fx().wav);
+  const VoiceConditionals st = fx().cloner.prepare_conditionals(stereo);
+  BOOST_TEST(at::equal(st.gen.prompt_feat, mono.gen.prompt_feat));
+  BOOST_TEST(at::equal(st.speaker_emb, mono.speaker_emb));
+  BOOST_TEST(at::equal(st.gen.prompt_token, mono.gen.prompt_token));
+  std::remove(stereo.c_str());
+  // 48 kHz stereo (soxr up, then librosa.load's soxr down): the same length
+  // at 24 kHz, and the same voice to within the two resamplings.
+  const std::string hi = write_wav("stereo48.wav", resample_soxr_hq(wave, 24000, 48000), 48000, 2);
+  const at::Tensor back = load_audio(hi, 24000);
+  BOOST_TEST(back.size(0) == wave.size(0));
+  const VoiceConditionals h = fx().cloner.prepare_conditionals(hi);
+  std::remove(hi.c_str());
+  const double emb = cosine(h.gen.embedding, mono.gen.embedding), spk = cosine(h.speaker_emb, mono.speaker_emb);
+  const double same = h.gen.prompt_token.eq(mono.gen.prompt_token).to(at::kDouble).mean().item<double>();
+  std::cout << "  48 kHz stereo vs 24 kHz mono: x-vector cosine " << emb << ", VE cosine " << spk
+            << ", prompt tokens equal " << same << "\n";
+  BOOST_TEST(emb > 0.999);
+  BOOST_TEST(spk > 0.999);
+  BOOST_TEST(same > 0.9);
+  // Not audio: the error names the file.
+  const std::string junk = tmp_path("junk.wav");
+  FILE* f = std::fopen(junk.c_str(), "wb");
+  std::fputs("RIFF....WAVEjunk", f);
+  std::fclose(f);
+  const std::string e = error_of([&] { fx().cloner.prepare_conditionals(junk); });
+  BOOST_TEST(contains(e, junk), e);
+  std::remove(junk.c_str());
 }

@@ -15,9 +15,11 @@
 #include <ATen/ATen.h>
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
+#include <sndfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -261,4 +263,155 @@ BOOST_AUTO_TEST_CASE(errors_name_the_missing_piece) {
   e = ready_error("s3genmel model=" + files().s3gen + " voice=" + junk);
   BOOST_TEST(contains(e, junk), e);
   std::remove(junk.c_str());
+}
+
+namespace {
+
+// `wave` (24 kHz) as a 16-bit WAV.
+std::string write_wav24(const std::string& name, const at::Tensor& wave) {
+  const std::string path = tmp(name);
+  SF_INFO info{};
+  info.samplerate = 24000;
+  info.channels = 1;
+  info.format = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
+  SNDFILE* f = sf_open(path.c_str(), SFM_WRITE, &info);
+  BOOST_REQUIRE(f);
+  at::Tensor w = wave.to(at::kFloat).contiguous();
+  BOOST_REQUIRE(sf_writef_float(f, w.data_ptr<float>(), w.numel()) == w.numel());
+  sf_close(f);
+  return path;
+}
+
+// Warnings and errors posted while `launch` goes to READY.
+struct Messages {
+  bool ready = false;
+  std::vector<std::string> warnings, errors;
+};
+Messages ready_messages(const std::string& launch) {
+  GstElement* e = gst_parse_launch(launch.c_str(), nullptr);
+  BOOST_REQUIRE(e);
+  GstBus* bus = gst_bus_new();
+  gst_element_set_bus(e, bus);
+  Messages m;
+  m.ready = gst_element_set_state(e, GST_STATE_READY) == GST_STATE_CHANGE_SUCCESS;
+  while (GstMessage* msg = gst_bus_pop(bus)) {
+    GError* err = nullptr;
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_WARNING) {
+      gst_message_parse_warning(msg, &err, nullptr);
+      m.warnings.push_back(err->message);
+    } else if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) {
+      gst_message_parse_error(msg, &err, nullptr);
+      m.errors.push_back(err->message);
+    }
+    if (err) g_error_free(err);
+    gst_message_unref(msg);
+  }
+  gst_element_set_state(e, GST_STATE_NULL);
+  gst_object_unref(bus);
+  gst_object_unref(e);
+  return m;
+}
+
+}  // namespace
+
+// Bad references on the elements: clipped or silent -> a warning naming the
+// file (the voice is still made); too short -> an error saying the length
+// needed; unreadable -> an error naming it.
+BOOST_AUTO_TEST_CASE(bad_references) {
+  const at::Tensor wave = load_audio(files().wav, 24000);
+  const std::string clipped = write_wav24("clipped.wav", at::clamp(wave * 20.0, -1.0, 1.0));
+  const std::string silent = write_wav24("silent.wav", wave * 1e-3);
+  const std::string shorty = write_wav24("short.wav", wave.slice(0, 24000, 24000 + 480));  // 0.02 s
+  for (const auto& [file, what] : std::vector<std::pair<std::string, std::string>>{{clipped, "clipped"},
+                                                                                   {silent, "silent"}}) {
+    Messages m = ready_messages("s3genmel model=" + files().s3gen + " voice=" + file);
+    BOOST_TEST(m.ready);
+    BOOST_REQUIRE(m.warnings.size() == 1u);
+    BOOST_TEST(contains(m.warnings[0], what), m.warnings[0]);
+    BOOST_TEST(contains(m.warnings[0], file), m.warnings[0]);
+    m = ready_messages("t3 model=" + files().t3 + " tokenizer=" + files().tokenizer + " voice=" + file);
+    BOOST_TEST(m.ready);
+    BOOST_REQUIRE(m.warnings.size() == 1u);
+    BOOST_TEST(contains(m.warnings[0], what), m.warnings[0]);
+  }
+  for (const std::string& launch : {"s3genmel model=" + files().s3gen + " voice=" + shorty,
+                                    "t3 model=" + files().t3 + " tokenizer=" + files().tokenizer + " voice=" + shorty}) {
+    Messages m = ready_messages(launch);
+    BOOST_TEST(!m.ready);
+    BOOST_REQUIRE(m.errors.size() == 1u);
+    BOOST_TEST(contains(m.errors[0], shorty), m.errors[0]);
+    BOOST_TEST(contains(m.errors[0], "0.020 s long"), m.errors[0]);
+    BOOST_TEST(contains(m.errors[0], "needs at least"), m.errors[0]);
+  }
+  // A WAV header with nothing readable after it.
+  const std::string broken = tmp("broken.wav");
+  FILE* f = std::fopen(broken.c_str(), "wb");
+  std::fputs("RIFF\x24\x00\x00\x00WAVEfmt ", f);
+  std::fclose(f);
+  Messages m = ready_messages("s3genmel model=" + files().s3gen + " voice=" + broken);
+  BOOST_TEST(!m.ready);
+  BOOST_REQUIRE(!m.errors.empty());
+  BOOST_TEST(contains(m.errors[0], broken), m.errors[0]);
+  for (const auto& p : {clipped, silent, shorty, broken}) std::remove(p.c_str());
+}
+
+// Live voice conversion: a live 16 kHz source through s3tokenizer (chunked)
+// ! s3genmel (chunked) ! hiftdec. The pipeline's latency query adds up the
+// elements' reports; each output buffer's delay is measured as the clock's
+// running time at its arrival minus its PTS (tiny models: the compute is
+// small, so the delay is mostly the algorithmic latency).
+BOOST_AUTO_TEST_CASE(live_voice_conversion_latency) {
+  const std::string launch =
+      "audiotestsrc is-live=true wave=sine freq=220 samplesperbuffer=320 num-buffers=200 ! "
+      "audio/x-raw,rate=16000,channels=1 ! audioconvert ! audioresample ! "
+      "s3tokenizer name=tok chunk-tokens=25 context-tokens=50 lookahead-tokens=10 model=" + files().s3gen +
+      " ! s3genmel chunk-tokens=25 model=" + files().s3gen + " voice=" + files().wav +
+      " ! hiftdec model=" + fixture("hift/hift_tiny.safetensors") + " ! appsink name=out sync=false";
+  GstElement* pipe = gst_parse_launch(launch.c_str(), nullptr);
+  BOOST_REQUIRE(pipe);
+  GstElement* out = gst_bin_get_by_name(GST_BIN(pipe), "out");
+  BOOST_REQUIRE(gst_element_set_state(pipe, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+  std::vector<double> delays_ms;
+  size_t samples = 0;
+  GstClock* clock = nullptr;
+  gboolean live = FALSE;
+  GstClockTime min = 0, max = 0;
+  while (true) {
+    GstSample* s = nullptr;
+    g_signal_emit_by_name(out, "pull-sample", &s);
+    if (!s) break;
+    if (!clock) {
+      clock = gst_element_get_clock(pipe);
+      // The latency the pipeline configured, asked while it plays.
+      // (upstream of the sink: a sync=false sink reports itself not live).
+      GstQuery* q = gst_query_new_latency();
+      GstPad* pad = gst_element_get_static_pad(out, "sink");
+      if (gst_pad_peer_query(pad, q)) gst_query_parse_latency(q, &live, &min, &max);
+      gst_object_unref(pad);
+      gst_query_unref(q);
+    }
+    GstBuffer* b = gst_sample_get_buffer(s);
+    const GstClockTime now = gst_clock_get_time(clock) - gst_element_get_base_time(pipe);
+    const GstClockTime rt = gst_segment_to_running_time(gst_sample_get_segment(s), GST_FORMAT_TIME, GST_BUFFER_PTS(b));
+    delays_ms.push_back((static_cast<double>(now) - static_cast<double>(rt)) / 1e6);
+    samples += gst_buffer_get_size(b) / 4;
+    gst_sample_unref(s);
+  }
+  if (clock) gst_object_unref(clock);
+  gst_object_unref(out);
+  gst_element_set_state(pipe, GST_STATE_NULL);
+  gst_object_unref(pipe);
+  BOOST_REQUIRE(!delays_ms.empty());
+  // 4 s of input: 100 tokens -> 200 mel frames -> 96000 samples at 24 kHz.
+  BOOST_TEST(samples == 96000u);
+  std::vector<double> d = delays_ms;
+  std::sort(d.begin(), d.end());
+  std::cout << "  live conversion: " << d.size() << " buffers, delay min " << d.front() << " ms, median "
+            << d[d.size() / 2] << " ms, max " << d.back() << " ms; reported latency min "
+            << static_cast<double>(min) / 1e6 << " ms (live " << live << ")\n";
+  BOOST_TEST(live);
+  // The tokenizer alone holds each chunk (25 + 10) x 40 ms + 2.5 ms.
+  BOOST_TEST(static_cast<double>(min) / 1e6 >= 1402.5);
+  // Output cannot come before the audio it depends on.
+  BOOST_TEST(d.front() >= 0.0);
 }

@@ -135,3 +135,25 @@ BOOST_AUTO_TEST_CASE(errors_name_the_problem) {
   struct stat st {};
   BOOST_TEST(::stat(out.c_str(), &st) != 0);  // nothing written on failure
 }
+
+// A clipped reference: the voice is written, with a warning on stderr (and
+// in --json); one too short: exit 1 with the length needed.
+BOOST_AUTO_TEST_CASE(bad_references_warn_or_fail) {
+  const std::string wav = fixture("clone/ref_24k.wav"), out = tmp_path("clipped.safetensors");
+  const std::string clipped = tmp_path("clipped.wav"), shorty = tmp_path("short.wav");
+  BOOST_REQUIRE(std::system(("sox -q " + wav + " " + clipped + " vol 20 2>/dev/null").c_str()) == 0);
+  BOOST_REQUIRE(std::system(("sox -q " + wav + " " + shorty + " trim 1 0.02").c_str()) == 0);
+  Run r = run_tool(clipped + " --model-dir " + models().dir + " -o " + out + " --json");
+  BOOST_TEST(r.rc == 0);
+  BOOST_TEST(contains(r.err, "chatterbox-voice: warning: '" + clipped + "'"), r.err);
+  BOOST_TEST(contains(r.err, "clipped"), r.err);
+  BOOST_TEST(nlohmann::json::parse(r.out).at("warnings").size() == 1u);
+  r = run_tool(shorty + " --model-dir " + models().dir + " -o " + out);
+  BOOST_TEST(r.rc == 1);
+  BOOST_TEST(contains(r.err, "0.020 s long"), r.err);
+  BOOST_TEST(contains(r.err, "needs at least"), r.err);
+  r = run_tool(wav + " --model-dir " + models().dir + " --turbo -o " + out);  // 7.19 s: fine
+  BOOST_TEST(r.rc == 0);
+  BOOST_TEST(!contains(r.err, "warning"), r.err);
+  for (const auto& p : {out, clipped, shorty}) std::remove(p.c_str());
+}

@@ -558,12 +558,103 @@ struct S3GenFlowStreamer::State {
   bool finished = false;
   at::Tensor target_noise;  // grows, never redrawn
   at::Generator gen;
+  S3GenStreamStats stats;
+  // Window mode (opts.left_context >= 0).
+  std::vector<int64_t> ids;   // valid tokens of the utterance
+  int64_t decoded = 0;        // tokens whose frames were emitted
+  at::Tensor prompt_noise;    // [1, 80, 2P], drawn once per utterance
+  at::Tensor emitted_tail;    // [1, <= ratio * left_context, 80] last frames emitted (frame-major, as prompt_feat)
+
+  bool window() const { return opts.left_context >= 0; }
+
+  void count(int64_t enc_tokens, int64_t frames) {
+    stats.decodes++;
+    stats.encoder_tokens += enc_tokens;
+    stats.decoder_frames += frames;
+    stats.max_encoder_tokens = std::max(stats.max_encoder_tokens, enc_tokens);
+    stats.max_decoder_frames = std::max(stats.max_decoder_frames, frames);
+    stats.last_encoder_tokens = enc_tokens;
+    stats.last_decoder_frames = frames;
+  }
+
+  // Decodes utterance tokens [a, b) with the window rule. `last`: b is the
+  // end of the utterance (no look-ahead left; the encoder pads with zeros as
+  // the whole decode does); otherwise ids[b, b + la) are the look-ahead.
+  at::Tensor decode_window(int64_t a, int64_t b, bool last) {
+    const auto& c = flow->config();
+    const int64_t r = c.token_mel_ratio, la = c.pre_lookahead_len, ch = c.output_size;
+    const int64_t P = voice.prompt_token.size(1);
+    const int64_t ctx = std::min<int64_t>(opts.left_context, P + a);
+    const int64_t ctx_utt = std::min(ctx, a), ctx_prompt = ctx - ctx_utt;
+    at::Tensor ctx_tok = torch::cat({voice.prompt_token.slice(1, P - ctx_prompt, P).to(at::kLong),
+                                     torch::tensor(std::vector<int64_t>(ids.begin() + (a - ctx_utt), ids.begin() + a),
+                                                   torch::kLong).reshape({1, -1})},
+                                    1);
+    at::Tensor utt_feat = torch::zeros({1, r * ctx_utt, ch});
+    if (opts.context_cond && ctx_utt > 0) {
+      const int64_t have = emitted_tail.size(1);
+      utt_feat = emitted_tail.slice(1, have - r * ctx_utt, have);
+    }
+    at::Tensor ctx_feat =
+        torch::cat({voice.prompt_feat.to(at::kFloat).slice(1, r * (P - ctx_prompt), r * P), utt_feat}, 1);
+    const int64_t end = last ? b : b + la;
+    at::Tensor tok = torch::tensor(std::vector<int64_t>(ids.begin() + a, ids.begin() + end), torch::kLong).reshape({1, -1});
+    S3GenEncoded enc = flow->encode(tok, ctx_tok, ctx_feat, voice.embedding, /*finalize=*/last);
+    const int64_t T = enc.mu.size(2);
+    at::Tensor z = torch::cat({prompt_noise.slice(2, r * (P - ctx_prompt), r * P),
+                               noise_for(r * b).slice(2, r * (a - ctx_utt), r * b)},
+                              2);
+    if (z.size(2) != T)
+      throw ModelError("S3Gen window streamer: internal frame mismatch (" + std::to_string(z.size(2)) + " noise vs " +
+                       std::to_string(T) + " mu frames)");
+    count(ctx + (end - a), T);
+    const int64_t steps = opts.n_timesteps > 0 ? opts.n_timesteps : c.n_timesteps;
+    const double cfg = opts.cfg_rate >= 0 ? opts.cfg_rate : c.cfg_rate;
+    at::Tensor x = flow->solve(enc, z, steps, cfg);
+    at::Tensor fresh = x.slice(2, r * ctx, T).contiguous();  // [1, 80, r * (b - a)]
+    const int64_t keep = r * opts.left_context;
+    at::Tensor tail = torch::cat({emitted_tail, fresh.transpose(1, 2)}, 1);
+    emitted_tail = tail.slice(1, std::max<int64_t>(0, tail.size(1) - keep), tail.size(1)).contiguous();
+    decoded = b;
+    emitted += fresh.size(2);
+    return fresh;
+  }
+
+  void start_window() {
+    const auto& c = flow->config();
+    if (prompt_noise.defined()) return;
+    at::Generator pg = at::make_generator<at::CPUGeneratorImpl>(opts.seed ^ 0xD1B54A32D192ED03ull);
+    prompt_noise = torch::randn({1, c.token_mel_ratio * voice.prompt_token.size(1), c.output_size}, pg, torch::kFloat)
+                       .transpose(1, 2)
+                       .contiguous();
+    emitted_tail = torch::zeros({1, 0, c.output_size});
+  }
+
+  // Every whole chunk whose look-ahead has arrived (or, finishing, the rest).
+  at::Tensor run_window(bool finishing) {
+    start_window();
+    const auto& c = flow->config();
+    const int64_t C = opts.chunk_tokens, la = c.pre_lookahead_len;
+    const int64_t n = static_cast<int64_t>(ids.size());
+    std::vector<at::Tensor> out;
+    while (n - decoded >= C + la + (finishing ? 1 : 0)) out.push_back(decode_window(decoded, decoded + C, false));
+    if (finishing && n > decoded) out.push_back(decode_window(decoded, n, true));
+    if (out.empty()) return torch::zeros({1, c.output_size, 0});
+    return out.size() == 1 ? out[0] : torch::cat(out, 2);
+  }
 
   at::Tensor noise_for(int64_t frames) {
     const int64_t ch = flow->config().output_size;
     if (!target_noise.defined()) target_noise = torch::zeros({1, ch, 0});
-    if (target_noise.size(2) < frames)
-      target_noise = torch::cat({target_noise, torch::randn({1, ch, frames - target_noise.size(2)}, gen, torch::kFloat)}, 2);
+    if (target_noise.size(2) < frames) {
+      const int64_t add = frames - target_noise.size(2);
+      // Window mode draws frame by frame ([frames, ch] in memory order), so
+      // the noise does not depend on how the utterance was chunked: it is
+      // always the prefix of randn([1, F, ch]).transpose(1, 2).
+      at::Tensor z = window() ? torch::randn({1, add, ch}, gen, torch::kFloat).transpose(1, 2)
+                              : torch::randn({1, ch, add}, gen, torch::kFloat);
+      target_noise = torch::cat({target_noise, z}, 2);
+    }
     return target_noise;
   }
 
@@ -579,7 +670,10 @@ struct S3GenFlowStreamer::State {
     io.target_noise = noise_for(effective * c.token_mel_ratio);
     // A fresh prompt-part draw per call, like upstream's randn_like(mu).
     io.seed = opts.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(++calls);
-    at::Tensor mel = flow->inference(torch::cat(tokens, 1), voice, io);
+    at::Tensor all = torch::cat(tokens, 1);
+    count(all.size(1) + voice.prompt_token.size(1),
+          c.token_mel_ratio * (voice.prompt_token.size(1) + effective));
+    at::Tensor mel = flow->inference(all, voice, io);
     if (mel.size(2) <= emitted) return torch::zeros({1, ch, 0});
     at::Tensor fresh = mel.slice(2, emitted, mel.size(2)).contiguous();
     emitted = mel.size(2);
@@ -593,6 +687,13 @@ S3GenFlowStreamer::S3GenFlowStreamer(const S3GenFlow& flow, S3GenVoice voice, S3
   s_->voice = std::move(voice);
   s_->opts = opts;
   s_->gen = at::make_generator<at::CPUGeneratorImpl>(opts.seed);
+  if (opts.left_context >= 0 && opts.chunk_tokens < 1)
+    throw ModelError("S3Gen streamer: chunk_tokens must be >= 1 in window mode (left_context >= 0), got " +
+                     std::to_string(opts.chunk_tokens));
+  const int64_t pf = s_->voice.prompt_feat.dim() == 3 ? s_->voice.prompt_feat.size(1) : -1;
+  if (opts.left_context >= 0 && pf != flow.config().token_mel_ratio * s_->voice.prompt_token.size(1))
+    throw ModelError("S3Gen streamer: the voice prompt does not line up (" + std::to_string(pf) + " prompt_feat frames for " +
+                     std::to_string(s_->voice.prompt_token.size(1)) + " prompt tokens)");
 }
 S3GenFlowStreamer::~S3GenFlowStreamer() = default;
 S3GenFlowStreamer::S3GenFlowStreamer(S3GenFlowStreamer&&) noexcept = default;
@@ -602,6 +703,13 @@ at::Tensor S3GenFlowStreamer::push(const at::Tensor& tokens) {
   ComputeThreads threads;  // one OpenMP thread here; GEMMs use OpenBLAS's pool (compute_threads.h)
   if (s_->finished) throw ModelError("S3Gen streamer: push() after finish(); call reset() to start a new utterance");
   at::Tensor t = s_->flow->drop_invalid_tokens(tokens);
+  if (s_->window()) {
+    t = t.contiguous();
+    const int64_t* p = t.data_ptr<int64_t>();
+    s_->ids.insert(s_->ids.end(), p, p + t.size(1));
+    s_->n_tokens += t.size(1);
+    return s_->run_window(false);
+  }
   if (t.size(1) > 0) {
     s_->tokens.push_back(t);
     s_->n_tokens += t.size(1);
@@ -619,7 +727,9 @@ at::Tensor S3GenFlowStreamer::finish() {
   if (s_->opts.append_silence_on_finish) {
     s_->tokens.push_back(torch::full({1, s_->flow->config().pre_lookahead_len}, s_->opts.silence_token, torch::kLong));
     s_->n_tokens += s_->flow->config().pre_lookahead_len;
+    if (s_->window()) s_->ids.insert(s_->ids.end(), s_->flow->config().pre_lookahead_len, s_->opts.silence_token);
   }
+  if (s_->window()) return s_->run_window(true);
   return s_->decode(true);
 }
 
@@ -630,6 +740,11 @@ void S3GenFlowStreamer::reset() {
   s_->calls = 0;
   s_->finished = false;
   s_->target_noise = at::Tensor();
+  s_->stats = S3GenStreamStats{};
+  s_->ids.clear();
+  s_->decoded = 0;
+  s_->prompt_noise = at::Tensor();
+  s_->emitted_tail = at::Tensor();
   s_->gen = at::make_generator<at::CPUGeneratorImpl>(s_->opts.seed);
 }
 
@@ -637,5 +752,9 @@ int64_t S3GenFlowStreamer::tokens() const { return s_->n_tokens; }
 int64_t S3GenFlowStreamer::emitted_frames() const { return s_->emitted; }
 bool S3GenFlowStreamer::finished() const { return s_->finished; }
 at::Tensor S3GenFlowStreamer::target_noise() const { return s_->target_noise; }
+const S3GenStreamStats& S3GenFlowStreamer::stats() const { return s_->stats; }
+int64_t S3GenFlowStreamer::pending_tokens() const {
+  return s_->window() ? static_cast<int64_t>(s_->ids.size()) - s_->decoded : 0;
+}
 
 }  // namespace chatterbox

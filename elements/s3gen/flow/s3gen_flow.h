@@ -186,6 +186,38 @@ struct S3GenStreamerOptions {
   // like the whole-utterance call.
   bool append_silence_on_finish = false;
   int64_t silence_token = 4299;
+
+  // Bounded-cost window mode (left_context >= 0; see docs/s3gen-streaming.md).
+  // -1 (default): upstream's rule above, every push re-decodes everything.
+  // >= 0: tokens are decoded in chunks of `chunk_tokens` as soon as the
+  // chunk's pre_lookahead_len look-ahead tokens have arrived. Each chunk runs
+  // the encoder over a fixed window (left_context tokens before the chunk,
+  // the chunk, the look-ahead) and the CFM over the frames of the context and
+  // the chunk only; the context frames carry the voice prompt's mel (while
+  // the context still reaches into the prompt) or the mel already emitted as
+  // `cond`, as the flow treats its voice prompt. One noise draw covers the
+  // whole utterance (prompt and target frames), so a re-decoded frame starts
+  // from the same z every time. Work per chunk is bounded by left_context +
+  // chunk_tokens + pre_lookahead_len encoder tokens and
+  // token_mel_ratio * (left_context + chunk_tokens) decoder frames.
+  int64_t left_context = -1;
+  int64_t chunk_tokens = 25;  // window mode only; >= 1
+  // Window mode: the context frames' cond is the emitted mel (true) or zero
+  // as in the whole-utterance decode (false; the voice prompt's frames keep
+  // their prompt mel either way).
+  bool context_cond = true;
+};
+
+// Work done by a streamer (counted, not timed): what the bounded-cost test
+// and the bench read.
+struct S3GenStreamStats {
+  int64_t decodes = 0;               // encoder + CFM runs
+  int64_t encoder_tokens = 0;        // token positions through the encoder, all runs
+  int64_t decoder_frames = 0;        // frames through the CFM (per solve; x CFG batch and steps not counted)
+  int64_t max_encoder_tokens = 0;    // largest single run
+  int64_t max_decoder_frames = 0;
+  int64_t last_encoder_tokens = 0;
+  int64_t last_decoder_frames = 0;
 };
 
 // Token-by-token mel streaming the way upstream's S3GenStreamer (Chatterbox
@@ -216,6 +248,10 @@ class S3GenFlowStreamer {
   bool finished() const;
   // The stable target-part noise drawn so far ([1, 80, frames]; diagnostics).
   at::Tensor target_noise() const;
+  const S3GenStreamStats& stats() const;
+  // Window mode: tokens received but not yet decoded as far as the chunk
+  // rule goes (the look-ahead and a partial chunk wait).
+  int64_t pending_tokens() const;
 
  private:
   struct State;

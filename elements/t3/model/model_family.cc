@@ -26,6 +26,7 @@ const char* kind_name(ModelDirKind k) {
   switch (k) {
     case ModelDirKind::Turbo: return "Chatterbox-Turbo";
     case ModelDirKind::Nano: return "Chatterbox-Nano";
+    case ModelDirKind::Multilingual: return "Chatterbox Multilingual";
     default: return "Chatterbox";
   }
 }
@@ -35,9 +36,13 @@ struct Candidate {
   const char* file;
   ModelDirKind kind;
 };
+// V3 before V2: the first present of the two is the directory's model
+// (both in one directory are two versions of one model, not a mix).
 constexpr Candidate kT3Files[] = {{"t3_cfg.safetensors", ModelDirKind::Chatterbox},
                                   {"t3_turbo_v1.safetensors", ModelDirKind::Turbo},
-                                  {"t3_nano_v1.safetensors", ModelDirKind::Nano}};
+                                  {"t3_nano_v1.safetensors", ModelDirKind::Nano},
+                                  {"t3_mtl23ls_v3.safetensors", ModelDirKind::Multilingual},
+                                  {"t3_mtl23ls_v2.safetensors", ModelDirKind::Multilingual}};
 
 bool is_file(const fs::path& p) {
   std::error_code ec;
@@ -51,6 +56,7 @@ const Candidate& the_t3(const std::string& dir) {
   int n = 0;
   for (const Candidate& c : kT3Files)
     if (is_file(fs::path(dir) / c.file)) {
+      if (found && found->kind == ModelDirKind::Multilingual && c.kind == ModelDirKind::Multilingual) continue;  // V3 wins
       present += std::string(present.empty() ? "" : " and ") + c.file + " (" + kind_name(c.kind) + ")";
       found = &c;
       ++n;
@@ -61,8 +67,9 @@ const Candidate& the_t3(const std::string& dir) {
   if (!found) {
     const fs::path d(dir);
     throw ModelError("model directory '" + dir + "' holds no T3 checkpoint: no " + (d / kT3Files[0].file).string() +
-                     " (Chatterbox), " + (d / kT3Files[1].file).string() + " (Turbo) or " +
-                     (d / kT3Files[2].file).string() + " (Nano)");
+                     " (Chatterbox), " + (d / kT3Files[1].file).string() + " (Turbo), " +
+                     (d / kT3Files[2].file).string() + " (Nano) or " + (d / kT3Files[3].file).string() + " / " +
+                     kT3Files[4].file + " (Multilingual V3 / V2)");
   }
   return *found;
 }
@@ -79,7 +86,7 @@ ModelDirLayout inspect_model_dir(const std::string& dir) {
   L.conds = (d / "conds.pt").string();
   L.vocos = (d / "vocos.safetensors").string();
   L.has_vocos = is_file(L.vocos);
-  const bool turbo = t3.kind != ModelDirKind::Chatterbox;
+  const bool turbo = t3.kind == ModelDirKind::Turbo || t3.kind == ModelDirKind::Nano;
   const char* s3gen = turbo ? "s3gen_meanflow.safetensors" : "s3gen.safetensors";
   const char* other_s3gen = turbo ? "s3gen.safetensors" : "s3gen_meanflow.safetensors";
   L.s3gen = (d / s3gen).string();
@@ -87,7 +94,8 @@ ModelDirLayout inspect_model_dir(const std::string& dir) {
     std::string hint;
     if (is_file(d / other_s3gen))
       hint = turbo ? " (s3gen.safetensors is standard Chatterbox's flow; Turbo and Nano need the mean-flow one)"
-                   : " (s3gen_meanflow.safetensors is Chatterbox-Turbo's flow; t3_cfg.safetensors needs the standard one)";
+                   : " (s3gen_meanflow.safetensors is Chatterbox-Turbo's flow; " + std::string(t3.file) +
+                         " needs the standard one)";
     L.missing.push_back({L.s3gen + hint, "s3gen"});
   }
   if (turbo) {
@@ -95,6 +103,9 @@ ModelDirLayout inspect_model_dir(const std::string& dir) {
     L.tokenizer = dir;
     if (!Gpt2Tokenizer::dir_has_tokenizer(dir))
       L.missing.push_back({(d / "tokenizer.json").string() + " (or vocab.json + merges.txt)", "tokenizer"});
+  } else if (t3.kind == ModelDirKind::Multilingual) {
+    L.tokenizer = (d / kMtlVocabFile).string();
+    if (!is_file(L.tokenizer)) L.missing.push_back({L.tokenizer, "tokenizer"});
   } else {
     L.tokenizer = (d / "tokenizer.json").string();
     if (!is_file(L.tokenizer)) L.missing.push_back({L.tokenizer, "tokenizer"});

@@ -20,13 +20,17 @@ enum class T3Family { Llama, Gpt2 };
 T3Family detect_t3_family(const Checkpoint& ck);
 const char* family_name(T3Family f);  // "Llama" / "GPT-2"
 
-enum class ModelDirKind { Chatterbox, Turbo, Nano };
-const char* kind_name(ModelDirKind k);  // "Chatterbox" / "Chatterbox-Turbo" / "Chatterbox-Nano"
+enum class ModelDirKind { Chatterbox, Turbo, Nano, Multilingual };
+// "Chatterbox" / "Chatterbox-Turbo" / "Chatterbox-Nano" / "Chatterbox Multilingual"
+const char* kind_name(ModelDirKind k);
 
 // The files of a model directory, by the T3 checkpoint it holds:
 //   Chatterbox:  t3_cfg.safetensors + s3gen.safetensors + tokenizer.json + conds.pt
 //   Turbo/Nano:  t3_turbo_v1.safetensors / t3_nano_v1.safetensors + s3gen_meanflow.safetensors
 //                + tokenizer (tokenizer.json, or vocab.json + merges.txt) + conds.pt
+//   Multilingual: t3_mtl23ls_v3.safetensors and/or t3_mtl23ls_v2.safetensors (V3 when both are
+//                there; not a mix) + s3gen.safetensors + grapheme_mtl_merged_expanded_v1.json
+//                + conds.pt; Cangjie5_TC.json (Chinese) optional
 // vocos.safetensors is optional in all. Paths are set whether or not the file
 // exists; `missing` lists, in that order, what the kind needs and the
 // directory lacks (a mixed directory, e.g. Turbo's T3 beside the standard
@@ -44,8 +48,13 @@ struct ModelDirLayout {
 // ModelError when the directory holds no T3 checkpoint, or more than one.
 ModelDirLayout inspect_model_dir(const std::string& dir);
 // The T3 checkpoint of a directory (the t3 element's `model=DIR`): the one
-// of t3_cfg.safetensors, t3_turbo_v1.safetensors, t3_nano_v1.safetensors
-// present; ModelError listing the candidates when none or several are.
+// of t3_cfg.safetensors, t3_turbo_v1.safetensors, t3_nano_v1.safetensors,
+// t3_mtl23ls_v3.safetensors (else t3_mtl23ls_v2.safetensors) present;
+// ModelError listing the candidates when none or several are.
 std::string t3_checkpoint_in_dir(const std::string& dir);
+
+// The multilingual front end's files (upstream names).
+constexpr const char* kMtlVocabFile = "grapheme_mtl_merged_expanded_v1.json";
+constexpr const char* kCangjieFile = "Cangjie5_TC.json";
 
 }  // namespace chatterbox::t3

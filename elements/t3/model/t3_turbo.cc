@@ -1,6 +1,7 @@
 #include "elements/t3/model/t3_turbo.h"
 
 #include "gst-plugins/core/checkpoint.h"
+#include "elements/t3/model/draw.h"
 #include "gst-plugins/core/compute_threads.h"
 #include "gst-plugins/core/kernels/rows_gemm.h"
 
@@ -372,21 +373,7 @@ int64_t T3TurboGenerator::next_token() {
     return -1;
   }
   g.probs = at::softmax(s, -1);
-  int64_t tok;
-  if (o.greedy) {
-    tok = g.probs.argmax().item<int64_t>();
-  } else {
-    Tensor q;
-    if (o.draws) {
-      q = o.draws(step).to(at::kFloat).reshape({-1});
-      if (q.numel() != g.probs.numel())
-        throw ModelError("T3 sampling: injected draws for step " + std::to_string(step) + " have " +
-                         std::to_string(q.numel()) + " values, expected " + std::to_string(g.probs.numel()));
-    } else {
-      q = at::empty_like(g.probs).exponential_(1.0, g.gen);
-    }
-    tok = (g.probs / q).argmax().item<int64_t>();
-  }
+  const int64_t tok = draw_token(g.probs, o.greedy, o.draws, step, g.gen);
   g.tokens.push_back(tok);
   // The prefill's token is fed whatever it is; only a later stop token ends.
   if ((step > 0 && tok == m.cfg.stop_speech_token) || static_cast<int64_t>(g.tokens.size()) >= o.max_new_tokens)

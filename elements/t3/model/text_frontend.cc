@@ -81,13 +81,13 @@ std::string encode_utf8(const std::u32string& cps) {
   return out;
 }
 
-namespace {
-
 // Python's str.isspace / str.split() set (Py_UNICODE_ISSPACE: bidi WS, B, S or Zs).
 bool py_isspace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
          (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
+
+namespace {
 
 // Python's str.upper() of one code point: full case mapping, no locale
 // (ICU's root locale), so "ß" -> "SS" and "ŉ" -> "ʼN".
@@ -141,7 +141,8 @@ using Replacement = std::pair<const char*, const char*>;
 
 // The steps both punc_norm versions share, with the version's replacement
 // list (applied in order, each once over the whole text).
-std::string punc_norm_with(const std::string& text, const Replacement* replace, size_t n_replace) {
+std::string punc_norm_with(const std::string& text, const Replacement* replace, size_t n_replace,
+                           const std::vector<std::string>& enders) {
   std::vector<char32_t> cps = decode_utf8(text);
   if (cps.empty()) return "You need to add some text for me to talk.";
 
@@ -165,20 +166,33 @@ std::string punc_norm_with(const std::string& text, const Replacement* replace, 
   for (size_t k = 0; k < n_replace; ++k) replace_all(s, replace[k].first, replace[k].second);
 
   while (!s.empty() && s.back() == ' ') s.pop_back();
-  static const std::string kEnders = ".!?-,";
-  if (s.empty() || kEnders.find(s.back()) == std::string::npos) s += ".";
+  bool ended = false;
+  for (const std::string& e : enders)
+    ended = ended || (s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0);
+  if (!ended) s += ".";
   return s;
 }
 }  // namespace
 
+namespace {
+// tts.py's list (mtl_tts.py has the same); order matters.
+const Replacement kReplace[] = {
+    {"...", ", "},         {"\u2026", ", "},   {":", ","},       {" - ", ", "},
+    {";", ", "},           {"\u2014", "-"},    {"\u2013", "-"},  {" ,", ","},
+    {"\u201c", "\""},      {"\u201d", "\""},   {"\u2018", "'"},  {"\u2019", "'"},
+};
+const std::vector<std::string> kEnders = {".", "!", "?", "-", ","};
+}  // namespace
+
 std::string punc_norm(const std::string& text) {
-  // tts.py's list; order matters.
-  static const Replacement kReplace[] = {
-      {"...", ", "},         {"\u2026", ", "},   {":", ","},       {" - ", ", "},
-      {";", ", "},           {"\u2014", "-"},    {"\u2013", "-"},  {" ,", ","},
-      {"\u201c", "\""},      {"\u201d", "\""},   {"\u2018", "'"},  {"\u2019", "'"},
-  };
-  return punc_norm_with(text, kReplace, sizeof(kReplace) / sizeof(kReplace[0]));
+  return punc_norm_with(text, kReplace, sizeof(kReplace) / sizeof(kReplace[0]), kEnders);
+}
+
+std::string punc_norm_mtl(const std::string& text) {
+  // mtl_tts.py: the same list, and the CJK enders besides.
+  static const std::vector<std::string> kMtlEnders = {".", "!", "?", "-", ",", "\u3001", "\uff0c", "\u3002",
+                                                      "\uff1f", "\uff01"};
+  return punc_norm_with(text, kReplace, sizeof(kReplace) / sizeof(kReplace[0]), kMtlEnders);
 }
 
 std::string punc_norm_turbo(const std::string& text) {
@@ -187,7 +201,7 @@ std::string punc_norm_turbo(const std::string& text) {
       {"\u2026", ", "}, {":", ","},      {"\u2014", "-"},  {"\u2013", "-"}, {" ,", ","},
       {"\u201c", "\""}, {"\u201d", "\""}, {"\u2018", "'"},  {"\u2019", "'"},
   };
-  return punc_norm_with(text, kReplace, sizeof(kReplace) / sizeof(kReplace[0]));
+  return punc_norm_with(text, kReplace, sizeof(kReplace) / sizeof(kReplace[0]), kEnders);
 }
 
 // ------------------------------------------------------------ tokenizer ----
@@ -197,8 +211,8 @@ using json = nlohmann::json;
 
 [[noreturn]] void refuse(const std::string& name, const std::string& what) {
   throw ModelError("tokenizer '" + name + "': " + what +
-                   "; only the Chatterbox English layout is supported (BPE model, normalizer null, "
-                   "pre_tokenizer Whitespace, post_processor null, special tokens in added_tokens)");
+                   "; only the layout of Chatterbox's tokenizer files is supported (BPE or WordLevel model, "
+                   "normalizer null, pre_tokenizer Whitespace, post_processor null, special tokens in added_tokens)");
 }
 
 bool null_or_empty(const json& j, const char* key) {
@@ -234,26 +248,32 @@ EnTokenizer EnTokenizer::from_json_string(const std::string& text, const std::st
     refuse(name, "'pre_tokenizer' is not {\"type\": \"Whitespace\"}");
   if (!j.contains("model") || !j["model"].is_object()) refuse(name, "'model' is missing");
   const json& m = j["model"];
-  if (m.value("type", "") != "BPE") refuse(name, "'model.type' is not \"BPE\"");
-  if (m.contains("dropout") && !m["dropout"].is_null()) refuse(name, "'model.dropout' is set");
-  if (!null_or_empty(m, "continuing_subword_prefix")) refuse(name, "'model.continuing_subword_prefix' is set");
-  if (!null_or_empty(m, "end_of_word_suffix")) refuse(name, "'model.end_of_word_suffix' is set");
-  if (!null_or_false(m, "fuse_unk")) refuse(name, "'model.fuse_unk' is true");
-  if (!null_or_false(m, "byte_fallback")) refuse(name, "'model.byte_fallback' is true");
+  const std::string type = m.value("type", "");
+  // WordLevel: each pre-token is one vocabulary entry (or [UNK]); no merges.
+  const bool word_level = type == "WordLevel";
+  if (type != "BPE" && !word_level) refuse(name, "'model.type' is neither \"BPE\" nor \"WordLevel\"");
+  if (!word_level) {
+    if (m.contains("dropout") && !m["dropout"].is_null()) refuse(name, "'model.dropout' is set");
+    if (!null_or_empty(m, "continuing_subword_prefix")) refuse(name, "'model.continuing_subword_prefix' is set");
+    if (!null_or_empty(m, "end_of_word_suffix")) refuse(name, "'model.end_of_word_suffix' is set");
+    if (!null_or_false(m, "fuse_unk")) refuse(name, "'model.fuse_unk' is true");
+    if (!null_or_false(m, "byte_fallback")) refuse(name, "'model.byte_fallback' is true");
+  }
   if (!m.contains("unk_token") || !m["unk_token"].is_string() || m["unk_token"].get<std::string>() != "[UNK]")
     refuse(name, "'model.unk_token' is not \"[UNK]\"");
   if (!m.contains("vocab") || !m["vocab"].is_object()) refuse(name, "'model.vocab' is missing");
-  if (!m.contains("merges") || !m["merges"].is_array()) refuse(name, "'model.merges' is missing");
+  if (!word_level && (!m.contains("merges") || !m["merges"].is_array())) refuse(name, "'model.merges' is missing");
 
   EnTokenizer tok;
   tok.name_ = name;
+  tok.word_level_ = word_level;
   auto put_id = [&](const std::string& s, const json& v, const char* where) {
     if (!v.is_number_integer()) refuse(name, std::string(where) + " id of '" + s + "' is not an integer");
     int64_t id = v.get<int64_t>();
     if (id < 0 || id >= max_id)
       throw ModelError("tokenizer '" + name + "': token '" + s + "' has id " + std::to_string(id) +
                        ", outside the T3 text vocabulary [0, " + std::to_string(max_id) +
-                       "); this tokenizer does not belong to the English T3 model");
+                       "); this tokenizer does not belong to the T3 model");
     if (static_cast<int64_t>(tok.id_to_token_.size()) <= id) tok.id_to_token_.resize(id + 1);
     tok.id_to_token_[id] = s;
     return id;
@@ -284,7 +304,8 @@ EnTokenizer EnTokenizer::from_json_string(const std::string& text, const std::st
     if (tok.token_id(special) < 0) refuse(name, std::string("'") + special + "' is not in the vocabulary");
 
   int64_t rank = 0;
-  for (const json& mg : m["merges"]) {
+  static const json kNoMerges = json::array();
+  for (const json& mg : word_level ? kNoMerges : m["merges"]) {
     std::string a, b;
     if (mg.is_string()) {  // "a b" (tokenizers < 0.20)
       std::string s = mg.get<std::string>();
@@ -324,6 +345,11 @@ const std::string& EnTokenizer::token(int64_t id) const {
 // never merged), then repeatedly merge the adjacent pair of lowest rank,
 // leftmost on ties.
 void EnTokenizer::bpe(const std::u32string& word, std::vector<int64_t>& out) const {
+  if (word_level_) {
+    auto it = vocab_.find(encode_utf8(word));
+    out.push_back(it == vocab_.end() ? unk_id_ : it->second);
+    return;
+  }
   struct Sym {
     int64_t id;
     bool unk;

@@ -28,6 +28,12 @@ std::string punc_norm(const std::string& text);
 // list (no "...", " - " or ";" rules): … -> ", " (after the space collapse),
 // : -> ",", em/en dash -> "-", " ," -> ",", smart quotes -> ASCII.
 std::string punc_norm_turbo(const std::string& text);
+// Chatterbox Multilingual's punc_norm (mtl_tts.py): punc_norm's steps and
+// list, with the CJK sentence enders 、，。？！ besides . ! ? - ,
+std::string punc_norm_mtl(const std::string& text);
+
+// Python's str.isspace() (what str.split() and str.strip() use).
+bool py_isspace(char32_t c);
 
 // The start/stop text tokens T3 wraps around the ids (T3Config, not looked up
 // in the tokenizer).
@@ -36,8 +42,10 @@ constexpr int64_t kStopTextToken = 0;
 // Rows of the English text embedding table: every id must be below this.
 constexpr int64_t kEnglishTextVocab = 704;
 
-// EnTokenizer over tokenizer.json. Only the structure Chatterbox's English
-// file is known/assumed to have is implemented (BPE model, no normaliser,
+// EnTokenizer over tokenizer.json (also the tokenizers part of the
+// multilingual MTLTokenizer, mtl_tokenizer.h). Only the structure
+// Chatterbox's files are known/assumed to have is implemented (BPE model, or
+// WordLevel, no normaliser,
 // Whitespace pre-tokenizer, no post-processor, special tokens as added
 // tokens); any other structure is refused with a ModelError naming the field,
 // rather than tokenized differently from the reference.
@@ -71,6 +79,7 @@ class EnTokenizer {
   // merges: (left id, right id) -> (rank, merged id)
   std::map<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>> merges_;
   int64_t unk_id_ = -1;
+  bool word_level_ = false;  // model.type WordLevel: whole pre-tokens, no merges
   std::string name_;
 };
 

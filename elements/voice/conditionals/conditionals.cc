@@ -15,11 +15,22 @@
 
 #include <sys/stat.h>
 
+#include <cmath>
+#include <cstdio>
+#include <limits>
 #include <vector>
 
 namespace chatterbox::voice {
 
 namespace {
+
+// The shortest reference the original variant takes: one 40 ms S3 token
+// with its 25 ms fbank frame, measured with chatterbox-voice on trimmed
+// clips: 0.01 s fails in the tokenizer (<= 200 samples), 0.02 s in CAMPPlus
+// (< 400 samples), 0.03 s gives no S3Gen prompt token, 0.05 s gives one.
+constexpr double kMinOriginalSeconds = 0.05;
+// Under this a warning: upstream conditions T3 on 6 s and S3Gen on 10 s.
+constexpr double kShortReferenceSeconds = 2.0;
 
 bool is_file(const std::string& p) {
   struct stat st {};
@@ -121,12 +132,62 @@ S3GenRef embed_ref(const S3Tokenizer& tokenizer, const CAMPPlus& campplus, const
   return r;
 }
 
+std::vector<std::string> reference_warnings(const at::Tensor& wave_in, int64_t rate) {
+  std::vector<std::string> out;
+  const at::Tensor wave = wave_in.to(at::kFloat).reshape({-1});
+  const int64_t n = wave.size(0);
+  if (n == 0) return out;
+  char buf[256];
+  const double seconds = static_cast<double>(n) / static_cast<double>(rate);
+  if (seconds < kShortReferenceSeconds) {
+    std::snprintf(buf, sizeof buf,
+                  "the reference is only %.2f s long: the voice is measured from very little speech (Chatterbox "
+                  "conditions on up to 6 s for T3 and 10 s for S3Gen; 5-10 s clone best)",
+                  seconds);
+    out.emplace_back(buf);
+  }
+  const at::Tensor mag = wave.abs();
+  const double peak = mag.max().item<double>();
+  if (!(peak >= 1e-3)) {
+    std::snprintf(buf, sizeof buf,
+                  "the reference is silent (peak %.1f dBFS, below -60 dBFS): a voice measured from it is "
+                  "meaningless; record speech at a normal level",
+                  peak > 0 ? 20.0 * std::log10(peak) : -std::numeric_limits<double>::infinity());
+    out.emplace_back(buf);
+    return out;
+  }
+  const int64_t full = (mag >= 0.999).sum().item<int64_t>();
+  if (full >= 10 && static_cast<double>(full) >= 1e-3 * static_cast<double>(n)) {
+    std::snprintf(buf, sizeof buf,
+                  "the reference is clipped: %lld of its %lld samples (%.2f %%) are at full scale; the distortion "
+                  "becomes part of the cloned voice (record with less gain)",
+                  static_cast<long long>(full), static_cast<long long>(n), 100.0 * full / n);
+    out.emplace_back(buf);
+  }
+  return out;
+}
+
+double min_reference_seconds(Variant v) { return v == Variant::Turbo ? 5.0 : kMinOriginalSeconds; }
+
 at::Tensor prepare_reference(const at::Tensor& wave_24k_in, const CloneOptions& opts) {
   at::Tensor wave_24k = wave_24k_in.to(at::kFloat).reshape({-1});
-  if (opts.variant != Variant::Turbo) return wave_24k;
-  if (!(static_cast<double>(wave_24k.size(0)) / kS3GenRate > 5.0))
-    throw ModelError("the reference is " + std::to_string(static_cast<double>(wave_24k.size(0)) / kS3GenRate) +
-                     " s long; Chatterbox-Turbo needs more than 5 s of reference audio");
+  const double seconds = static_cast<double>(wave_24k.size(0)) / kS3GenRate;
+  char buf[256];
+  if (opts.variant != Variant::Turbo) {
+    if (seconds < kMinOriginalSeconds) {
+      std::snprintf(buf, sizeof buf,
+                    "the reference is %.3f s long; Chatterbox needs at least %.2f s of reference audio (5-10 s "
+                    "of speech clone best)",
+                    seconds, kMinOriginalSeconds);
+      throw ModelError(buf);
+    }
+    return wave_24k;
+  }
+  if (!(seconds > 5.0)) {
+    std::snprintf(buf, sizeof buf, "the reference is %.3f s long; Chatterbox-Turbo needs more than 5 s of reference audio",
+                  seconds);
+    throw ModelError(buf);
+  }
   return opts.norm_loudness ? normalize_loudness(wave_24k, kS3GenRate, -27.0) : wave_24k;
 }
 
@@ -163,6 +224,7 @@ VoiceConditionals VoiceCloner::prepare_conditionals(const at::Tensor& wave_24k_i
   // T3 prompt and the VoiceEncoder (each stage is independent of the order).
   T3Voice t3 = t3_conditionals(impl_->tokenizer, impl_->ve, wave_24k, opts, trace);
   VoiceConditionals c;
+  c.warnings = reference_warnings(wave_24k_in, kS3GenRate);
   c.gen = s3gen_conditionals(impl_->tokenizer, impl_->campplus, wave_24k, trace);
   c.speaker_emb = t3.speaker_emb;
   c.cond_prompt_speech_tokens = t3.cond_prompt_speech_tokens;

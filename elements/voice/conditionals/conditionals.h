@@ -32,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace chatterbox::voice {
 
@@ -41,6 +42,7 @@ struct S3GenRef {
   at::Tensor prompt_token_len;  // [1] int64
   at::Tensor prompt_feat;       // [1, F, 80] float32
   at::Tensor embedding;         // [1, 192] float32
+  std::vector<std::string> warnings;  // reference_warnings() of the recording it came from
 };
 
 struct VoiceConditionals {
@@ -48,6 +50,7 @@ struct VoiceConditionals {
   at::Tensor cond_prompt_speech_tokens;  // [1, plen] int64
   at::Tensor emotion_adv;                // [1, 1, 1] float32
   S3GenRef gen;
+  std::vector<std::string> warnings;  // reference_warnings() of the recording
 
   // The names Conditionals.save gives them in conds.pt, flattened with '.'
   // ("t3.speaker_emb", "gen.prompt_token", ...): what T3Cond::load and
@@ -80,6 +83,19 @@ constexpr int64_t kDecCondSamples = 10 * kS3GenRate;  // DEC_COND_LEN
 // VoiceEncoder). Both take the reference at 24 kHz after
 // prepare_reference().
 
+// What a user should hear before trusting a voice made from `wave` (at
+// `rate`; as loaded, before loudness normalisation), one sentence each: a
+// short reference (under 2 s), silence (peak below -60 dBFS: nothing to
+// measure a voice from) and
+// clipping (at least 0.1 % of the samples, and 10 or more, at |x| >= 0.999 of
+// full scale: the distortion becomes part of the voice). Empty when neither.
+std::vector<std::string> reference_warnings(const at::Tensor& wave, int64_t rate = kS3GenRate);
+
+// The shortest reference each variant takes, in seconds: Turbo's check
+// (more than 5 s, upstream's assert); the original's is what its stages need
+// to compute anything (see prepare_reference).
+double min_reference_seconds(Variant v);
+
 // Turbo: refuses references of 5 s or less and scales to -27 LUFS (when
 // opts.norm_loudness); the original variant returns the wave unchanged.
 at::Tensor prepare_reference(const at::Tensor& wave_24k, const CloneOptions& opts);
@@ -97,6 +113,7 @@ struct T3Voice {
   at::Tensor speaker_emb;                // [1, 256] float32
   at::Tensor cond_prompt_speech_tokens;  // [1, plen] int64
   at::Tensor emotion_adv;                // [1, 1, 1] float32
+  std::vector<std::string> warnings;     // reference_warnings() of the recording
 };
 // The T3 half of a prepared 24 kHz reference: the soxr 16 kHz signal's
 // prompt tokens (first 6 s | 15 s) and VoiceEncoder embedding (all of it).

@@ -57,8 +57,10 @@ std::shared_ptr<const S3GenRef> cached_s3gen_voice(const std::string& audio, con
     o.variant = variant;
     const auto tokenizer = tokenizer_of(s3gen_checkpoint);
     const auto campplus = campplus_of(s3gen_checkpoint);
-    const at::Tensor wave = prepare_reference(load_audio(audio, kS3GenRate), o);
-    return std::make_shared<const S3GenRef>(s3gen_conditionals(*tokenizer, *campplus, wave));
+    const at::Tensor loaded = load_audio(audio, kS3GenRate);
+    S3GenRef r = s3gen_conditionals(*tokenizer, *campplus, prepare_reference(loaded, o));
+    r.warnings = reference_warnings(loaded, kS3GenRate);
+    return std::make_shared<const S3GenRef>(std::move(r));
   });
 }
 
@@ -71,8 +73,10 @@ std::shared_ptr<const T3Voice> cached_t3_voice(const std::string& audio, const s
   return ModelCache::global().get<T3Voice>(key, [&] {
     const auto tokenizer = tokenizer_of(s3gen_checkpoint);
     const auto ve = ve_of(ve_checkpoint);
-    const at::Tensor wave = prepare_reference(load_audio(audio, kS3GenRate), opts);
-    return std::make_shared<const T3Voice>(t3_conditionals(*tokenizer, *ve, wave, opts));
+    const at::Tensor loaded = load_audio(audio, kS3GenRate);
+    T3Voice v = t3_conditionals(*tokenizer, *ve, prepare_reference(loaded, opts), opts);
+    v.warnings = reference_warnings(loaded, kS3GenRate);
+    return std::make_shared<const T3Voice>(std::move(v));
   });
 }
 

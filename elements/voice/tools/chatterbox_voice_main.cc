@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
   try {
     const VoiceCloner cloner = VoiceCloner::load_dir(dir, opts.variant);
     const VoiceConditionals c = cloner.prepare_conditionals(ref, opts);
+    for (const std::string& w : c.warnings) std::cerr << "chatterbox-voice: warning: '" << ref << "': " << w << "\n";
     const std::string variant = opts.variant == Variant::Turbo ? "turbo" : "original";
     c.save(out, {{"format", "chatterbox conditionals (conds.pt flattened)"},
                  {"reference", ref},
@@ -99,6 +100,7 @@ int main(int argc, char** argv) {
       j["t3_prompt_tokens"] = c.cond_prompt_speech_tokens.size(1);
       j["s3gen_prompt_tokens"] = c.gen.prompt_token.size(1);
       j["s3gen_prompt_frames"] = c.gen.prompt_feat.size(1);
+      j["warnings"] = c.warnings;
       nlohmann::json shapes;
       for (const auto& [k, v] : c.tensors()) shapes[k] = shape_json(v);
       j["tensors"] = shapes;
