@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Perth watermark bench: robustness of the mark and stream-mode deviation.
 
 Runs the built plugin's perthmark / perthdetect through gst-launch-1.0:
@@ -10,7 +10,7 @@ Runs the built plugin's perthmark / perthdetect through gst-launch-1.0:
 Writes bench/results/perth.json and perth.md.
 
 Usage (after meson/ninja; GST_PLUGIN_PATH must hold build/gst-plugins):
-  GST_PLUGIN_PATH=build/gst-plugins python3 bench/perth_robustness.py [--model PATH] [--out bench/results]
+  GST_PLUGIN_PATH=build/gst-plugins /usr/bin/python3 bench/perth_robustness.py [--model PATH] [--out bench/results]
 Default model: tests/perth/perth_net_000800.pth.tar (the fixtures' toy weights,
 hidden 32, trained here for 800 steps: its numbers say how the pipeline
 behaves, not how robust the real Perth is). Give --model
@@ -68,7 +68,7 @@ def read_wav(path):
 
 
 def gst(pipeline):
-    r = subprocess.run(["gst-launch-1.0", "-q", "-m"] + pipeline.split(), capture_output=True, text=True)
+    r = subprocess.run(["gst-launch-1.0", "-m"] + pipeline.split(), capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"gst-launch failed: {pipeline}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     return r.stdout
