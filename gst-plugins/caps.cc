@@ -33,7 +33,13 @@ bool get_int(const GstStructure* s, const char* k, int* v, std::string* why) {
   return false;
 }
 bool get_double(const GstStructure* s, const char* k, double* v, std::string* why) {
-  if (gst_structure_get_double(s, k, v)) return true;
+  if (gst_structure_get_double(s, k, v)) {
+    // "1e705" parses to infinity, which GStreamer's serialiser does not write
+    // back as a number: no feature recipe has a non-finite parameter.
+    if (std::isfinite(*v)) return true;
+    *why = std::string("mel caps field '") + k + "' is not a finite number";
+    return false;
+  }
   int i = 0;
   if (gst_structure_get_int(s, k, &i)) {  // accept "f-max=8000" written as an int
     *v = i;
