@@ -31,6 +31,24 @@ def read_safetensors(path):
     return out
 
 
+def write_safetensors(path, tensors):
+    """{name: tensor} -> a float32 safetensors file (read_safetensors's inverse)."""
+    header, blobs, off = {}, [], 0
+    for k, t in tensors.items():
+        t = t.detach().contiguous().float()
+        b = t.numpy().tobytes()
+        header[k] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
 def set_threads(n):
     # Same as the C++ side: run_bench.py also exports OPENBLAS_NUM_THREADS /
     # OMP_NUM_THREADS = n for this process, so both of LibTorch's pools match.

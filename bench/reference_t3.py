@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "refshim"))
 sys.path.insert(0, HERE)
 import torch  # noqa: E402
-from reference_common import read_safetensors, set_threads, peak_rss_kb  # noqa: E402
+from reference_common import read_safetensors, write_safetensors, set_threads, peak_rss_kb  # noqa: E402
 import torch2_compat  # noqa: E402  (refshim: torch 2 calls the Perceiver makes)
 
 torch2_compat.install()
@@ -65,24 +65,6 @@ def config(T3Config, family):
     hp.use_perceiver_resampler = False
     hp.emotion_adv = False
     return hp
-
-
-def write_safetensors(path, tensors):
-    import struct
-    header, blobs, off = {}, [], 0
-    for k, t in tensors.items():
-        t = t.detach().contiguous().float()
-        b = t.numpy().tobytes()
-        header[k] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 def main():
