@@ -1,6 +1,7 @@
 #include "elements/t3/model/gpt2_backbone.h"
 
 #include "gst-plugins/core/checkpoint.h"
+#include "gst-plugins/core/kernels/decode_attention.h"
 #include "gst-plugins/core/kernels/rows_gemm.h"
 
 #include <ATen/ATen.h>
@@ -248,10 +249,15 @@ struct Gpt2Backbone::Session::Impl {
       Tensor q = qkv.narrow(-1, 0, E).view({B, S, nh, d}).transpose(1, 2);
       k_cache[li].narrow(2, len, S).copy_(qkv.narrow(-1, E, E).view({B, S, nh, d}).transpose(1, 2));
       v_cache[li].narrow(2, len, S).copy_(qkv.narrow(-1, 2 * E, E).view({B, S, nh, d}).transpose(1, 2));
-      Tensor K = k_cache[li].narrow(2, 0, T), V = v_cache[li].narrow(2, 0, T);
-      Tensor scores = at::matmul(q, K.transpose(-1, -2)).div_(sqrt_d);  // [B, nh, S, T]
-      if (mask.defined()) scores.add_(mask);
-      Tensor o = at::matmul(at::softmax(scores, -1), V).transpose(1, 2).reshape({B, S, E});
+      Tensor o;
+      if (S == 1) {  // a decode step: one query against the cache (kernels/decode_attention.h)
+        o = kernels::decode_attention(q.squeeze(2), k_cache[li], v_cache[li], T, 1.0 / sqrt_d).reshape({B, 1, E});
+      } else {
+        Tensor K = k_cache[li].narrow(2, 0, T), V = v_cache[li].narrow(2, 0, T);
+        Tensor scores = at::matmul(q, K.transpose(-1, -2)).div_(sqrt_d);  // [B, nh, S, T]
+        if (mask.defined()) scores.add_(mask);
+        o = at::matmul(at::softmax(scores, -1), V).transpose(1, 2).reshape({B, S, E});
+      }
       Tensor h = x + affine(o, k.w_o, k.b_o);
       Tensor m = gelu_new(affine(at::layer_norm(h, {E}, k.ln2_w, k.ln2_b, c.layer_norm_epsilon), k.w_fc, k.b_fc));
       x = h + affine(m, k.w_proj, k.b_proj);

@@ -2,6 +2,7 @@
 
 #include "elements/t3/model/draw.h"
 #include "gst-plugins/core/compute_threads.h"
+#include "gst-plugins/core/kernels/decode_attention.h"
 #include "gst-plugins/core/kernels/rows_gemm.h"
 #include "gst-plugins/core/checkpoint.h"
 
@@ -237,16 +238,20 @@ struct BackboneSession::Impl {
       k = k * cos + rotate_half(k) * sin;
       k_cache[li].narrow(2, len, S).copy_(k);
       v_cache[li].narrow(2, len, S).copy_(v);
-      Tensor K = k_cache[li].narrow(2, 0, T), V = v_cache[li].narrow(2, 0, T);
-      if (nkv != nh) {  // GQA: kv head j serves query heads j*g .. j*g+g-1
-        const int64_t g = nh / nkv;
-        K = K.unsqueeze(2).expand({B, nkv, g, T, d}).reshape({B, nh, T, d});
-        V = V.unsqueeze(2).expand({B, nkv, g, T, d}).reshape({B, nh, T, d});
+      Tensor o;
+      if (S == 1) {  // a decode step: one query against the cache (kernels/decode_attention.h)
+        o = kernels::decode_attention(q.squeeze(2), k_cache[li], v_cache[li], T, scale).reshape({B, 1, nh * d});
+      } else {
+        Tensor K = k_cache[li].narrow(2, 0, T), V = v_cache[li].narrow(2, 0, T);
+        if (nkv != nh) {  // GQA: kv head j serves query heads j*g .. j*g+g-1
+          const int64_t g = nh / nkv;
+          K = K.unsqueeze(2).expand({B, nkv, g, T, d}).reshape({B, nh, T, d});
+          V = V.unsqueeze(2).expand({B, nkv, g, T, d}).reshape({B, nh, T, d});
+        }
+        Tensor scores = at::matmul(q, K.transpose(-1, -2)).mul_(scale);  // [B, nh, S, T]
+        if (mask.defined()) scores.add_(mask);
+        o = at::matmul(at::softmax(scores, -1), V).transpose(1, 2).reshape({B, S, nh * d});  // from [B, nh, S, d]
       }
-      Tensor scores = at::matmul(q, K.transpose(-1, -2)).mul_(scale);  // [B, nh, S, T]
-      if (mask.defined()) scores.add_(mask);
-      Tensor o = at::matmul(at::softmax(scores, -1), V);  // [B, nh, S, d]
-      o = o.transpose(1, 2).reshape({B, S, nh * d});
       x = x + kernels::rows_matmul_t(o, ly.w_o);
       Tensor h2 = rms_norm(x, ly.ln2, L.rms_norm_eps);
       Tensor gu = kernels::rows_matmul_t(h2, ly.w_gu);  // [B, S, 2I]

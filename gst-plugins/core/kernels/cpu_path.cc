@@ -13,7 +13,8 @@ CpuPath detected_cpu_path() {
     __builtin_cpu_init();
     const bool fma = __builtin_cpu_supports("fma");
     if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
-      if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni")) return CpuPath::Avx512Vnni;
+      if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni"))
+        return CpuPath::Avx512Vnni;
       return CpuPath::Avx512;
     }
     if (fma && __builtin_cpu_supports("avx2")) return CpuPath::Avx2;

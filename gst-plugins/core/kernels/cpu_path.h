@@ -8,7 +8,8 @@
 //  - generic: no hand-written SIMD; every kernel falls back to LibTorch/BLAS.
 //  - avx2:    AVX2 + FMA bodies.
 //  - avx512:  AVX-512 F/VL bodies (and AVX2 where a kernel has no AVX-512 one).
-//  - avx512vnni: also the AVX-512 VNNI integer dot products (int8 decode).
+//  - avx512vnni: also the AVX-512 VNNI integer dot products (int8 decode;
+//    needs AVX-512 BW and DQ too, which every VNNI CPU has).
 // The test command runs the model suites again with CHATTERBOX_CPU=generic,
 // so the fallback a CPU without AVX-512 (or without AVX2) takes is tested on
 // any machine.

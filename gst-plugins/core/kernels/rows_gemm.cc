@@ -55,7 +55,7 @@ void rows_scalar(const T* W, const float* scale, const float* x, float* y, int M
 #ifdef ROWS_HAVE_X86
 #define ROWS_AVX2 __attribute__((target("avx2,fma")))
 #define ROWS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
-#define ROWS_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
+#define ROWS_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")))
 
 ROWS_AVX2 inline float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -172,15 +172,18 @@ ROWS_AVX512 void rows_avx512(const T* W, const float* scale, const float* x, flo
 }
 // x rows rounded to 16 bits for the VNNI body: xq = round(x / s) in
 // [-32767, 32767], stored offset by 32768 as two unsigned bytes (hi, lo), so
-// that sum_k xq w = 256 dot(hi, w) + dot(lo, w) - 32768 rowsum(w).
+// that sum_k xq w = 256 dot(hi, w) + dot(lo, w) - 32768 rowsum(w). Rows are
+// kp >= K bytes long (the packed weights' padded K; the pad's codes are 0).
 struct X16 {
-  std::vector<uint8_t> hi, lo;  // [M][K]
+  std::vector<uint8_t> hi, lo;  // [M][kp]
   std::vector<double> scale;    // [M]
+  int64_t kp = 0;
 };
-X16 split_rows(const float* x, int M, int64_t K) {
+X16 split_rows(const float* x, int M, int64_t K, int64_t kp) {
   X16 q;
-  q.hi.resize(M * K);
-  q.lo.resize(M * K);
+  q.kp = kp;
+  q.hi.assign(M * kp, 0);
+  q.lo.assign(M * kp, 0);
   q.scale.resize(M);
   for (int m = 0; m < M; ++m) {
     const float* xm = x + m * K;
@@ -190,57 +193,108 @@ X16 split_rows(const float* x, int M, int64_t K) {
     q.scale[m] = s;
     for (int64_t k = 0; k < K; ++k) {
       const long v = std::lrint(xm[k] / s) + 32768;  // in [1, 65535]
-      q.hi[m * K + k] = static_cast<uint8_t>(v >> 8);
-      q.lo[m * K + k] = static_cast<uint8_t>(v & 255);
+      q.hi[m * kp + k] = static_cast<uint8_t>(v >> 8);
+      q.lo[m * kp + k] = static_cast<uint8_t>(v & 255);
     }
   }
   return q;
 }
 
-ROWS_VNNI inline int64_t hsum_epi32(__m512i v) { return _mm512_reduce_add_epi32(v); }
+// The interleaved layout (QuantizedWeight::packed) of row-major codes [N, K].
+at::Tensor pack_vnni(const at::Tensor& codes) {
+  const int64_t N = codes.size(0), K = codes.size(1), nb = (N + 15) / 16, k4 = (K + 3) / 4;
+  at::Tensor padded = at::zeros({nb * 16, k4 * 4}, codes.options());
+  padded.narrow(0, 0, N).narrow(1, 0, K).copy_(codes);
+  return padded.view({nb, 16, k4, 4}).permute({0, 2, 1, 3}).contiguous();
+}
 
-// Two output rows per step; 64 codes per instruction and x byte plane;
-// lanes past K are loaded as zeros (masked), contributing nothing.
-template <int M>
-ROWS_VNNI void rows_vnni(const int8_t* W, const float* scale, const int32_t* rowsum, const X16& xq, float* y,
-                         int64_t N, int64_t K, int64_t n0, int64_t n1) {
-  for (int64_t n = n0; n < n1; n += 2) {
-    const bool pair = n + 1 < n1;
-    const int8_t* w0 = W + n * K;
-    const int8_t* w1 = pair ? w0 + K : w0;
-    __m512i h0[M], l0[M], h1[M], l1[M];
-    for (int m = 0; m < M; ++m) h0[m] = l0[m] = h1[m] = l1[m] = _mm512_setzero_si512();
-    for (int64_t k = 0; k < K; k += 64) {
-      const __mmask64 mask = K - k >= 64 ? ~__mmask64(0) : (__mmask64(1) << (K - k)) - 1;
-      const __m512i v0 = _mm512_maskz_loadu_epi8(mask, w0 + k), v1 = _mm512_maskz_loadu_epi8(mask, w1 + k);
+at::Tensor unpack_vnni(const at::Tensor& packed, int64_t N, int64_t K) {
+  const int64_t nb = packed.size(0), k4 = packed.size(1);
+  return packed.permute({0, 2, 1, 3}).reshape({nb * 16, k4 * 4}).narrow(0, 0, N).narrow(1, 0, K).contiguous();
+}
+
+// Output rows of 16-row blocks [b0, b1), G blocks at a time: per 4 k, one
+// broadcast of each x row's hi and lo bytes and one 64-byte weight load per
+// block feed 2 M dot-product instructions, each summing 4 products into each
+// of 16 lanes (one lane per output row). G blocks give 2 M G independent
+// accumulation chains; G = 8 / M keeps them and the broadcasts in registers.
+// The epilogue forms the exact sum in 64-bit integers, then
+// double(sum) * x scale * row scale rounded once to float, per output.
+// Rows m0 .. m0 + M - 1 of xq, into the same rows of y [rows, N].
+template <int M, int G>
+ROWS_VNNI void rows_vnni(const int8_t* P, const float* scale, const int32_t* rowsum, const X16& xq, int64_t m0,
+                         float* y, int64_t N, int64_t b0, int64_t b1) {
+  const int64_t K4 = xq.kp / 4;
+  const uint8_t* hi = xq.hi.data() + m0 * xq.kp;
+  const uint8_t* lo = xq.lo.data() + m0 * xq.kp;
+  const double* xs = xq.scale.data() + m0;
+  y += m0 * N;
+  for (int64_t b = b0; b + G <= b1; b += G) {
+    __m512i h[G][M], l[G][M];
+    for (int g = 0; g < G; ++g)
+      for (int m = 0; m < M; ++m) h[g][m] = l[g][m] = _mm512_setzero_si512();
+    const int8_t* base = P + b * K4 * 64;
+    for (int64_t k4 = 0; k4 < K4; ++k4) {
+      __m512i xh[M], xl[M];
       for (int m = 0; m < M; ++m) {
-        const __m512i xh = _mm512_maskz_loadu_epi8(mask, xq.hi.data() + m * K + k);
-        const __m512i xl = _mm512_maskz_loadu_epi8(mask, xq.lo.data() + m * K + k);
-        h0[m] = _mm512_dpbusd_epi32(h0[m], xh, v0);
-        l0[m] = _mm512_dpbusd_epi32(l0[m], xl, v0);
-        h1[m] = _mm512_dpbusd_epi32(h1[m], xh, v1);
-        l1[m] = _mm512_dpbusd_epi32(l1[m], xl, v1);
+        int32_t hv, lv;
+        std::memcpy(&hv, hi + m * xq.kp + 4 * k4, 4);
+        std::memcpy(&lv, lo + m * xq.kp + 4 * k4, 4);
+        xh[m] = _mm512_set1_epi32(hv);
+        xl[m] = _mm512_set1_epi32(lv);
+      }
+      for (int g = 0; g < G; ++g) {
+        const __m512i v = _mm512_loadu_si512(base + (g * K4 + k4) * 64);
+        for (int m = 0; m < M; ++m) {
+          h[g][m] = _mm512_dpbusd_epi32(h[g][m], xh[m], v);
+          l[g][m] = _mm512_dpbusd_epi32(l[g][m], xl[m], v);
+        }
       }
     }
-    for (int m = 0; m < M; ++m) {
-      // Exact integer sum of xq * w (int64: 256 dot(hi, w) can pass 2^31).
-      const int64_t d0 = 256 * hsum_epi32(h0[m]) + hsum_epi32(l0[m]) - 32768 * static_cast<int64_t>(rowsum[n]);
-      y[m * N + n] = static_cast<float>(static_cast<double>(d0) * xq.scale[m] * scale[n]);
-      if (pair) {
-        const int64_t d1 = 256 * hsum_epi32(h1[m]) + hsum_epi32(l1[m]) - 32768 * static_cast<int64_t>(rowsum[n + 1]);
-        y[m * N + n + 1] = static_cast<float>(static_cast<double>(d1) * xq.scale[m] * scale[n + 1]);
+    for (int g = 0; g < G; ++g) {
+      const int64_t n0 = (b + g) * 16;
+      for (int half = 0; half < 2; ++half) {
+        const int64_t n = n0 + 8 * half;
+        if (n >= N) break;
+        const int valid = static_cast<int>(std::min<int64_t>(8, N - n));
+        const __mmask8 mask = static_cast<__mmask8>((1u << valid) - 1);
+        const __m512i rs = _mm512_slli_epi64(
+            _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(mask, rowsum + n)), 15);  // 32768 rowsum
+        const __m512d ws = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(mask, scale + n));
+        for (int m = 0; m < M; ++m) {
+          const __m256i hh = half ? _mm512_extracti64x4_epi64(h[g][m], 1) : _mm512_castsi512_si256(h[g][m]);
+          const __m256i ll = half ? _mm512_extracti64x4_epi64(l[g][m], 1) : _mm512_castsi512_si256(l[g][m]);
+          const __m512i d = _mm512_sub_epi64(
+              _mm512_add_epi64(_mm512_slli_epi64(_mm512_cvtepi32_epi64(hh), 8), _mm512_cvtepi32_epi64(ll)), rs);
+          const __m512d v = _mm512_mul_pd(_mm512_mul_pd(_mm512_cvtepi64_pd(d), _mm512_set1_pd(xs[m])), ws);
+          _mm256_mask_storeu_ps(y + m * N + n, mask, _mm512_cvtpd_ps(v));
+        }
       }
     }
   }
 }
 
-void run_vnni(const int8_t* W, const float* scale, const int32_t* rowsum, const X16& xq, float* y, int M, int64_t N,
-              int64_t K, int64_t n0, int64_t n1) {
+template <int M, int G>
+void vnni_blocks(const int8_t* P, const float* scale, const int32_t* rowsum, const X16& xq, int64_t m0, float* y,
+                 int64_t N, int64_t b0, int64_t b1) {
+  const int64_t bg = b0 + (b1 - b0) / G * G;
+  rows_vnni<M, G>(P, scale, rowsum, xq, m0, y, N, b0, bg);
+  rows_vnni<M, 1>(P, scale, rowsum, xq, m0, y, N, bg, b1);
+}
+
+// Up to kVnniRows rows at once (more: prefill, in groups of that many).
+constexpr int kVnniRows = 8;
+void run_vnni(const int8_t* P, const float* scale, const int32_t* rowsum, const X16& xq, int64_t m0, int M, float* y,
+              int64_t N, int64_t b0, int64_t b1) {
   switch (M) {
-    case 1: return rows_vnni<1>(W, scale, rowsum, xq, y, N, K, n0, n1);
-    case 2: return rows_vnni<2>(W, scale, rowsum, xq, y, N, K, n0, n1);
-    case 3: return rows_vnni<3>(W, scale, rowsum, xq, y, N, K, n0, n1);
-    default: return rows_vnni<4>(W, scale, rowsum, xq, y, N, K, n0, n1);
+    case 1: return vnni_blocks<1, 8>(P, scale, rowsum, xq, m0, y, N, b0, b1);
+    case 2: return vnni_blocks<2, 4>(P, scale, rowsum, xq, m0, y, N, b0, b1);
+    case 3: return vnni_blocks<3, 2>(P, scale, rowsum, xq, m0, y, N, b0, b1);
+    case 4: return vnni_blocks<4, 2>(P, scale, rowsum, xq, m0, y, N, b0, b1);
+    case 5: return vnni_blocks<5, 1>(P, scale, rowsum, xq, m0, y, N, b0, b1);
+    case 6: return vnni_blocks<6, 1>(P, scale, rowsum, xq, m0, y, N, b0, b1);
+    case 7: return vnni_blocks<7, 1>(P, scale, rowsum, xq, m0, y, N, b0, b1);
+    default: return vnni_blocks<8, 1>(P, scale, rowsum, xq, m0, y, N, b0, b1);
   }
 }
 #endif
@@ -287,20 +341,27 @@ at::Tensor rows_product(CpuPath path, const at::Tensor& x_in, const QuantizedWei
   const int parts = N * K >= (int64_t{1} << 20) ? compute_threads() : 1;
 #ifdef ROWS_HAVE_X86
   if (w.format == WeightFormat::Int8 && path >= CpuPath::Avx512Vnni) {
-    const X16 xq = split_rows(xp, M, K);
-    const int8_t* wp = w.data.data_ptr<int8_t>();
+    // A weight quantised on another path is packed for this call (tests).
+    const at::Tensor packed = w.packed.defined() ? w.packed : pack_vnni(w.data);
+    const X16 xq = split_rows(xp, M, K, packed.size(1) * 4);
+    const int8_t* wp = packed.data_ptr<int8_t>();
     const int32_t* rs = w.rowsum.data_ptr<int32_t>();
-    run_parallel(parts, (N + 1) / 2, [&](int64_t u0, int64_t u1) {
-      run_vnni(wp, sp, rs, xq, yp, M, N, K, 2 * u0, std::min(N, 2 * u1));
-    });
+    // Many rows (prefill): groups of kVnniRows, each reading the weights once.
+    for (int m0 = 0; m0 < M; m0 += kVnniRows) {
+      const int rows = std::min(kVnniRows, M - m0);
+      run_parallel(parts, packed.size(0),
+                   [&](int64_t b0, int64_t b1) { run_vnni(wp, sp, rs, xq, m0, rows, yp, N, b0, b1); });
+    }
     return y;
   }
 #endif
+  // The other bodies read row-major codes (unpacked for this call if needed).
+  const at::Tensor codes = w.format == WeightFormat::Int8 && !w.data.defined() ? w.codes() : w.data;
   run_parallel(parts, (N + 1) / 2, [&](int64_t u0, int64_t u1) {
     const int64_t n0 = 2 * u0, n1 = std::min(N, 2 * u1);
     switch (w.format) {
       case WeightFormat::F32: return run_rows(path, w.data.data_ptr<float>(), sp, xp, yp, M, N, K, n0, n1);
-      case WeightFormat::Int8: return run_rows(path, w.data.data_ptr<int8_t>(), sp, xp, yp, M, N, K, n0, n1);
+      case WeightFormat::Int8: return run_rows(path, codes.data_ptr<int8_t>(), sp, xp, yp, M, N, K, n0, n1);
       case WeightFormat::BF16:
         return run_rows(path, reinterpret_cast<const uint16_t*>(w.data.data_ptr<int16_t>()), sp, xp, yp, M, N, K, n0,
                         n1);
@@ -338,6 +399,7 @@ const char* weight_format_name(WeightFormat f) {
 
 int64_t QuantizedWeight::bytes() const {
   return (data.defined() ? data.numel() * data.element_size() : 0) +
+         (packed.defined() ? packed.numel() * packed.element_size() : 0) +
          (scale.defined() ? scale.numel() * scale.element_size() : 0) +
          (rowsum.defined() ? rowsum.numel() * rowsum.element_size() : 0);
 }
@@ -361,6 +423,12 @@ QuantizedWeight quantize_weight(const at::Tensor& W_in, WeightFormat format) {
       q.data = (W / scale.unsqueeze(1)).round().clamp(-127, 127).to(at::kChar).contiguous();
       q.scale = scale.contiguous();
       q.rowsum = q.data.to(at::kInt).sum(1).to(at::kInt).contiguous();
+#ifdef ROWS_HAVE_X86
+      if (cpu_path_at_least(CpuPath::Avx512Vnni)) {
+        q.packed = pack_vnni(q.data);
+        q.data = at::Tensor();
+      }
+#endif
       break;
     }
   }
@@ -370,9 +438,16 @@ QuantizedWeight quantize_weight(const at::Tensor& W_in, WeightFormat format) {
 at::Tensor dequantize(const QuantizedWeight& w) {
   switch (w.format) {
     case WeightFormat::BF16: return w.data.view(at::kBFloat16).to(at::kFloat);
-    case WeightFormat::Int8: return w.data.to(at::kFloat) * w.scale.unsqueeze(1);
+    case WeightFormat::Int8: return w.codes().to(at::kFloat) * w.scale.unsqueeze(1);
     default: return w.data;
   }
+}
+
+at::Tensor QuantizedWeight::codes() const {
+#ifdef ROWS_HAVE_X86
+  if (!data.defined() && packed.defined()) return unpack_vnni(packed, n, k);
+#endif
+  return data;
 }
 
 bool rows_kernel_available(int64_t M) { return M >= 1 && M <= 4 && cpu_path_at_least(CpuPath::Avx2); }
@@ -388,7 +463,13 @@ at::Tensor rows_matmul_t(const at::Tensor& x, const at::Tensor& W) {
 at::Tensor rows_matmul_t(const at::Tensor& x, const QuantizedWeight& W) {
   if (W.format == WeightFormat::F32) return rows_matmul_t(x, W.data);
   const int64_t M = x.numel() / W.k;
-  if (M < 1 || M > 4 || x.scalar_type() != at::kFloat || !x.device().is_cpu())
+  const bool cpu_float = x.scalar_type() == at::kFloat && x.device().is_cpu();
+  // int8 on the VNNI path: any number of rows in the integer kernel (prefill
+  // reads the codes once per 8 rows instead of widening all of them to a
+  // float copy per call, and rounds like the decode steps).
+  if (cpu_float && M >= 1 && W.format == WeightFormat::Int8 && cpu_path_at_least(CpuPath::Avx512Vnni))
+    return rows_product(cpu_path(), x, W);
+  if (M < 1 || M > 4 || !cpu_float)
     return at::linear(x.to(at::kFloat), dequantize(W));  // prefill: dequantise once, one real GEMM
   return rows_product(cpu_path(), x, W);
 }
