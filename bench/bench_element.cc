@@ -4,8 +4,10 @@
 // `bench_api models` writes. One JSON object on stdout per call.
 //
 //   bench_element throughput --model W --dir D --seconds S --threads N --reps R
-//                            [--warmup K] [--chunk C]
-//       all mel pushed at once in C-frame buffers; time from the first push
+//                            [--warmup K] [--chunk C] [--chunk-frames F]
+//       all mel pushed at once in C-frame buffers (the element's chunk-frames
+//       F: -1, its default, gathers 50 frames per model call off a live
+//       pipeline; 1 vocodes each buffer as it comes, as on a live one); time from the first push
 //       to EOS at the appsink (compare with bench_api speed's stream_ms: the
 //       same feed pattern without GStreamer, i.e. the element's overhead).
 //   bench_element latency --model W --dir D --threads N --lookaheads 0,1,-1
@@ -165,10 +167,12 @@ int cmd_throughput(const Args& a) {
   const int threads = static_cast<int>(a.num("threads", 2)), reps = static_cast<int>(a.num("reps", 5));
   const int warmup = static_cast<int>(a.num("warmup", 1));
   const int64_t chunk = static_cast<int64_t>(a.num("chunk", 10));
+  const int chunk_frames = static_cast<int>(a.num("chunk-frames", -1));
   set_threads(threads);
   at::Tensor mel_tc = mel_input(w, seconds);
   const int64_t T = mel_tc.size(0);
   Pipe p(w, dir, threads, /*live=*/false);
+  g_object_set(p.voc, "chunk-frames", chunk_frames, nullptr);
   std::vector<double> times;
   int64_t samples = 0;
   // Warm-up runs push at most 2 s of the input (they only prime pools and caches).
@@ -186,7 +190,7 @@ int cmd_throughput(const Args& a) {
     if (r >= warmup) times.push_back(ms);
   }
   json out{{"model", w},      {"seconds", seconds}, {"threads", threads},  {"frames", T},
-           {"chunk", chunk},  {"samples", samples}, {"audio_s", static_cast<double>(samples) / p.fmt.rate},
+           {"chunk", chunk},  {"chunk_frames", chunk_frames}, {"samples", samples}, {"audio_s", static_cast<double>(samples) / p.fmt.rate},
            {"element_ms", times}, {"peak_rss_kb", peak_rss_kb()}};
   std::cout << out.dump() << "\n";
   return 0;

@@ -9,7 +9,7 @@
 GST_DEBUG_CATEGORY_STATIC(chatterbox_vocoder_debug);
 #define GST_CAT_DEFAULT chatterbox_vocoder_debug
 
-enum { PROP_0, PROP_VOCODER, PROP_VOCOS_MODEL, PROP_HIFT_MODEL, PROP_DEVICE, PROP_LOOKAHEAD };
+enum { PROP_0, PROP_VOCODER, PROP_VOCOS_MODEL, PROP_HIFT_MODEL, PROP_DEVICE, PROP_LOOKAHEAD, PROP_CHUNK_FRAMES };
 
 struct _GstChatterboxVocoder {
   GstBin parent;
@@ -21,6 +21,7 @@ struct _GstChatterboxVocoder {
   gchar* hift_model;
   gchar* device;
   gint lookahead;
+  gint chunk_frames;
 };
 
 G_DEFINE_TYPE(GstChatterboxVocoder, gst_chatterbox_vocoder, GST_TYPE_BIN)
@@ -61,7 +62,8 @@ static void configure_child(GstChatterboxVocoder* self) {
   if (!self->child) return;
   const gchar* model = self->kind == GST_CHATTERBOX_VOCODER_VOCOS ? self->vocos_model : self->hift_model;
   if (model) g_object_set(self->child, "model", model, nullptr);
-  g_object_set(self->child, "device", self->device, "lookahead", self->lookahead, nullptr);
+  g_object_set(self->child, "device", self->device, "lookahead", self->lookahead, "chunk-frames", self->chunk_frames,
+               nullptr);
 }
 
 // Replaces the child by a new element of the current kind (NULL state only).
@@ -108,6 +110,11 @@ static void gst_chatterbox_vocoder_set_property(GObject* object, guint id, const
     if (self->child) g_object_set(self->child, "lookahead", self->lookahead, nullptr);
     return;
   }
+  if (state > GST_STATE_NULL && id == PROP_CHUNK_FRAMES) {
+    self->chunk_frames = g_value_get_int(value);
+    if (self->child) g_object_set(self->child, "chunk-frames", self->chunk_frames, nullptr);
+    return;
+  }
   switch (id) {
     case PROP_VOCODER: {
       auto kind = static_cast<GstChatterboxVocoderKind>(g_value_get_enum(value));
@@ -136,6 +143,9 @@ static void gst_chatterbox_vocoder_set_property(GObject* object, guint id, const
     case PROP_LOOKAHEAD:
       self->lookahead = g_value_get_int(value);
       break;
+    case PROP_CHUNK_FRAMES:
+      self->chunk_frames = g_value_get_int(value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
       return;
@@ -151,6 +161,7 @@ static void gst_chatterbox_vocoder_get_property(GObject* object, guint id, GValu
     case PROP_HIFT_MODEL: g_value_set_string(value, self->hift_model); break;
     case PROP_DEVICE: g_value_set_string(value, self->device); break;
     case PROP_LOOKAHEAD: g_value_set_int(value, self->lookahead); break;
+    case PROP_CHUNK_FRAMES: g_value_set_int(value, self->chunk_frames); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }
 }
@@ -190,6 +201,11 @@ static void gst_chatterbox_vocoder_class_init(GstChatterboxVocoderClass* klass) 
                        "Lookahead of the vocoder inside (-1: exact streaming). Changeable while playing (applies "
                        "from the child's next buffer); the models and device change in the NULL state only.",
                        -1, 10000, -1, static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING)));
+  g_object_class_install_property(gobject_class, PROP_CHUNK_FRAMES,
+      g_param_spec_int("chunk-frames", "Chunk frames",
+                       "Mel frames the vocoder inside gathers per model call (-1: 1 when upstream is live, 50 "
+                       "otherwise; see vocosdec). Changeable while playing (applies from its next stream).",
+                       -1, 10000, -1, static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING)));
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);
   gst_element_class_set_static_metadata(element_class, "Chatterbox vocoder switch", "Codec/Decoder/Audio/Bin",
@@ -205,6 +221,7 @@ static void gst_chatterbox_vocoder_init(GstChatterboxVocoder* self) {
   gst_element_add_pad(GST_ELEMENT(self), self->src_ghost);
   self->device = g_strdup("cpu");
   self->lookahead = -1;
+  self->chunk_frames = -1;
   self->kind = gst_chatterbox_vocoder_default_kind();
   make_child(self);
 }

@@ -15,7 +15,14 @@
 GST_DEBUG_CATEGORY_STATIC(mel_vocoder_debug);
 #define GST_CAT_DEFAULT mel_vocoder_debug
 
-enum { PROP_0, PROP_MODEL, PROP_DEVICE, PROP_THREADS, PROP_LOOKAHEAD };
+enum { PROP_0, PROP_MODEL, PROP_DEVICE, PROP_THREADS, PROP_LOOKAHEAD, PROP_CHUNK_FRAMES };
+
+// chunk-frames=-1 off a live pipeline: frames gathered per model call. Each
+// call reads every weight once (Vocos in the S3Gen layout: ~55 MB of float32,
+// beyond the caches), so 10-frame calls are bound by that read; 50 frames
+// (1 s of audio) cost within a few percent of one whole-utterance call
+// (bench/results/buffers.md).
+constexpr gint kAutoChunkFrames = 50;
 
 struct GstMelVocoderPrivate {
   GstPad* sinkpad;
@@ -28,6 +35,9 @@ struct GstMelVocoderPrivate {
   gchar* device;
   gint threads;
   gint lookahead;  // -1: the model's full receptive field; applied at the next utterance
+  gint chunk_frames;  // -1: auto (1 when upstream is live, else kAutoChunkFrames)
+
+  gint chunk;  // chunk_frames resolved for this stream (streaming thread); 0: not yet (asks upstream)
 
   gboolean have_format;  // sink caps accepted
   std::string refusal;   // why upstream's offer could not fit, once a CAPS query showed it (object lock)
@@ -72,6 +82,26 @@ static void apply_lookahead(GstMelVocoder* self) {
   }
 }
 
+// Frames to gather before a model call in this stream: the property, or for
+// -1 whether upstream is live (a live pipeline wants each frame's audio as
+// soon as it can be final; elsewhere latency is free and bigger calls are
+// cheaper). Asked once per stream, from the streaming thread.
+static gint resolved_chunk(GstMelVocoder* self) {
+  GstMelVocoderPrivate* p = P(self);
+  if (p->chunk > 0) return p->chunk;
+  GST_OBJECT_LOCK(self);
+  const gint wanted = p->chunk_frames;
+  GST_OBJECT_UNLOCK(self);
+  if (wanted > 0) return p->chunk = wanted;
+  gboolean live = FALSE;
+  GstQuery* q = gst_query_new_latency();
+  if (gst_pad_peer_query(p->sinkpad, q)) gst_query_parse_latency(q, &live, nullptr, nullptr);
+  gst_query_unref(q);
+  p->chunk = live ? 1 : kAutoChunkFrames;
+  GST_DEBUG_OBJECT(self, "upstream is %slive: %d frames per model call", live ? "" : "not ", p->chunk);
+  return p->chunk;
+}
+
 // Pushes `samples` (1-D) as one buffer stamped in audio time; `first` is the
 // index of its first sample within the current utterance.
 static GstFlowReturn push_audio(GstMelVocoder* self, const at::Tensor& samples, gint64 first) {
@@ -86,13 +116,27 @@ static GstFlowReturn push_audio(GstMelVocoder* self, const at::Tensor& samples, 
   return gst_pad_push(p->srcpad, buf);
 }
 
+static GstFlowReturn feed_held(GstMelVocoder* self);
+
+// Mel data of the current utterance has arrived (fed, or gathered for a chunk).
+static bool utterance_open(GstMelVocoderPrivate* p) {
+  return p->vocoder->frames_in() > 0 || gst_adapter_available(p->adapter) > 0;
+}
+
 // Ends the current utterance: pushes every remaining sample but the last
 // `trim_frames` frames' (utterance-end's trim-frames: ChatterboxMultilingualTTS
 // .generate drops the final speech token's audio). Samples a small lookahead
 // already pushed cannot be taken back: then fewer are dropped, with a warning.
 static GstFlowReturn drain(GstMelVocoder* self, guint trim_frames = 0) {
   GstMelVocoderPrivate* p = P(self);
-  if (!p->vocoder || p->vocoder->frames_in() == 0) return GST_FLOW_OK;
+  if (!p->vocoder || !p->have_format) return GST_FLOW_OK;
+  // Whole frames still gathered for a chunk go in first.
+  GstFlowReturn held = feed_held(self);
+  if (held != GST_FLOW_OK) return held;
+  if (p->vocoder->frames_in() == 0) {
+    gst_adapter_clear(p->adapter);  // at most a partial frame of an empty utterance
+    return GST_FLOW_OK;
+  }
   const gsize left = gst_adapter_available(p->adapter);
   if (left > 0) {
     GST_ELEMENT_WARNING(self, STREAM, DECODE, ("Dropping %" G_GSIZE_FORMAT " trailing bytes: not a whole mel frame", left),
@@ -122,6 +166,7 @@ static GstFlowReturn drain(GstMelVocoder* self, guint trim_frames = 0) {
 static void reset_stream(GstMelVocoder* self) {
   GstMelVocoderPrivate* p = P(self);
   gst_adapter_clear(p->adapter);
+  p->chunk = 0;  // asked again for the next stream (the pipeline may have changed)
   if (p->vocoder) p->vocoder->reset();
 }
 
@@ -134,7 +179,7 @@ static GstFlowReturn gst_mel_vocoder_chain(GstPad* pad, GstObject* parent, GstBu
     return GST_FLOW_NOT_NEGOTIATED;
   }
   GstFlowReturn ret = GST_FLOW_OK;
-  if (GST_BUFFER_FLAG_IS_SET(buf, GST_BUFFER_FLAG_DISCONT) && p->vocoder->frames_in() > 0) {
+  if (GST_BUFFER_FLAG_IS_SET(buf, GST_BUFFER_FLAG_DISCONT) && utterance_open(p)) {
     GST_DEBUG_OBJECT(self, "DISCONT: finishing the current utterance");
     ret = drain(self);
     reset_stream(self);
@@ -147,6 +192,15 @@ static GstFlowReturn gst_mel_vocoder_chain(GstPad* pad, GstObject* parent, GstBu
     p->timing.begin_utterance(buf);  // first data of an utterance
   }
   gst_adapter_push(p->adapter, buf);
+  const gsize fb = frame_bytes(p);
+  if (gst_adapter_available(p->adapter) / fb < static_cast<gsize>(resolved_chunk(self))) return GST_FLOW_OK;
+  return feed_held(self);
+}
+
+// Feeds every whole frame in the adapter to the vocoder and pushes what
+// comes out.
+static GstFlowReturn feed_held(GstMelVocoder* self) {
+  GstMelVocoderPrivate* p = P(self);
   const gsize fb = frame_bytes(p);
   const gsize nframes = gst_adapter_available(p->adapter) / fb;
   if (nframes == 0) return GST_FLOW_OK;
@@ -227,7 +281,7 @@ static gboolean accept_format(GstMelVocoder* self, GstCaps* caps) {
                        p->vocoder->mel_format().to_string().c_str()));
     return FALSE;
   }
-  if (p->have_format && p->vocoder->frames_in() > 0 && f != p->format) drain(self);
+  if (p->have_format && utterance_open(p) && f != p->format) drain(self);
   p->format = f;
   p->have_format = TRUE;
   GstCaps* out = chatterbox::audio_caps(p->vocoder->sample_rate());
@@ -331,8 +385,12 @@ static gboolean gst_mel_vocoder_src_query(GstPad* pad, GstObject* parent, GstQue
         // (the property's value: a change applies from the next buffer).
         const chatterbox::MelFormat& f = p->vocoder->mel_format();
         GST_OBJECT_LOCK(self);
-        const gint64 frames = wanted_lookahead(p);
+        gint64 frames = wanted_lookahead(p);
+        const gint chunk = p->chunk_frames;
         GST_OBJECT_UNLOCK(self);
+        // Gathering a chunk holds its first frame back by chunk - 1 more
+        // frames (auto on a live pipeline gathers none).
+        if (chunk > 1) frames += chunk - 1;
         ours = gst_util_uint64_scale_int(frames * f.hop_length, GST_SECOND, f.rate);
       }
       GST_DEBUG_OBJECT(self, "latency: upstream + %" GST_TIME_FORMAT, GST_TIME_ARGS(ours));
@@ -441,6 +499,13 @@ static void gst_mel_vocoder_set_property(GObject* object, guint prop_id, const G
       if (changed && p->vocoder) gst_element_post_message(GST_ELEMENT(self), gst_message_new_latency(GST_OBJECT(self)));
       return;
     }
+    case PROP_CHUNK_FRAMES: {
+      const gboolean changed = p->chunk_frames != g_value_get_int(value);
+      p->chunk_frames = g_value_get_int(value);
+      GST_OBJECT_UNLOCK(self);
+      if (changed && p->vocoder) gst_element_post_message(GST_ELEMENT(self), gst_message_new_latency(GST_OBJECT(self)));
+      return;
+    }
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
   }
@@ -463,6 +528,9 @@ static void gst_mel_vocoder_get_property(GObject* object, guint prop_id, GValue*
       break;
     case PROP_LOOKAHEAD:
       g_value_set_int(value, p->lookahead);
+      break;
+    case PROP_CHUNK_FRAMES:
+      g_value_set_int(value, p->chunk_frames);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
@@ -517,6 +585,15 @@ static void gst_mel_vocoder_class_init(GstMelVocoderClass* klass) {
                        "Changeable while playing: applies from the next buffer (output stays contiguous: samples "
                        "already pushed stay) and posts a LATENCY message.",
                        -1, 10000, -1, rw_playing));
+  g_object_class_install_property(gobject_class, PROP_CHUNK_FRAMES,
+      g_param_spec_int("chunk-frames", "Chunk frames",
+                       "Mel frames gathered before each model call. Bigger calls cost less per frame (each call "
+                       "reads every weight once); the audio is the same, only later: the latency query adds "
+                       "chunk-frames - 1 frames. -1: 1 frame when upstream is live (audio as soon as it is final), "
+                       "50 frames (1 s) otherwise. The end of an utterance (EOS, DISCONT, utterance-end, a caps "
+                       "change) always releases what is gathered. Changeable while playing: applies from the next "
+                       "stream (after a flush or the next READY->PAUSED) and posts a LATENCY message.",
+                       -1, 10000, -1, rw_playing));
 
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);
@@ -539,6 +616,7 @@ static void gst_mel_vocoder_init(GstMelVocoder* self) {
   p->adapter = gst_adapter_new();
   p->device = g_strdup("cpu");
   p->lookahead = -1;
+  p->chunk_frames = -1;
   // GObject memory is zero-filled, not constructed: C++ members are placed
   // here and destroyed in finalize.
   new (&p->format) chatterbox::MelFormat();

@@ -595,3 +595,50 @@ BOOST_AUTO_TEST_CASE(hiftdec_utterance_end_trim_frames) {
   BOOST_TEST(low.out.values.size() > n - 960);
   BOOST_TEST(contains(low.log.all(), "already pushed"), low.log.all());
 }
+
+// 9. chunk-frames: off a live pipeline the element gathers 50 frames per
+// model call (fewer, bigger buffers; the same audio); on a live one it
+// vocodes each buffer as it comes; a set value is gathered either way and
+// counted in the latency.
+BOOST_AUTO_TEST_CASE(vocosdec_chunk_frames_follow_liveness) {
+  at::Tensor mel = frame_major(fixture_tensor(kS3Gen.file, "test.input_mel"));
+  at::Tensor expected = fixture_tensor(kS3Gen.file, "test.output_audio")[0];
+  const int64_t T = mel.size(0);
+  const size_t fb = 80 * 4;
+  auto run = [&](bool live, int chunk) {
+    const std::string desc = std::string("appsrc name=in format=time is-live=") + (live ? "true" : "false") +
+                             " caps=\"" + kS3GenCaps + "\" ! vocosdec name=v chunk-frames=" + std::to_string(chunk) +
+                             " model=" + fixture(kS3Gen.file) + " ! appsink name=out";
+    return run_pipeline(desc, [&](GstElement* p) {
+      feed_appsrc(p, "in", mel.data_ptr<float>(), mel.numel() * 4, uniform_split(mel.numel() * 4, fb), 0);
+    });
+  };
+  struct Case {
+    bool live;
+    int chunk;
+    size_t max_buffers, min_buffers;
+  };
+  // Exact lookahead 14 frames: live 1-frame buffers give about one output
+  // buffer per frame after the first 14; gathering 50 gives ceil(T / 50)
+  // model calls plus the end of the utterance.
+  const size_t gathered = static_cast<size_t>((T + 49) / 50) + 1;
+  for (Case c : {Case{false, -1, gathered, 2}, Case{true, -1, static_cast<size_t>(T), static_cast<size_t>(T - 15)},
+                 Case{true, 50, gathered, 2}, Case{false, 1, static_cast<size_t>(T), static_cast<size_t>(T - 15)}}) {
+    BOOST_TEST_CONTEXT("live " << c.live << ", chunk-frames " << c.chunk) {
+      PipelineResult r = run(c.live, c.chunk);
+      BOOST_TEST(r.log.eos);
+      BOOST_TEST(r.log.all() == "");
+      BOOST_TEST_REQUIRE(r.out.values.size() == static_cast<size_t>(expected.numel()));
+      BOOST_TEST(rel_l2(r.out.tensor(), expected) <= 2e-5);
+      BOOST_TEST(r.out.bufs.size() <= c.max_buffers);
+      BOOST_TEST(r.out.bufs.size() >= c.min_buffers);
+      check_timing(r.out, 0, "chunked");
+    }
+  }
+  // The latency answer counts a set chunk's wait: (lookahead + chunk - 1) frames.
+  Harness hr(vocosdec(kS3Gen));
+  g_object_set(hr.element, "chunk-frames", 7, nullptr);
+  gst_harness_set_upstream_latency(hr.h, 0);
+  hr.set_caps(gst_caps_from_string(kS3GenCaps));
+  BOOST_TEST(gst_harness_query_latency(hr.h) == gst_util_uint64_scale_int((14 + 6) * 480, GST_SECOND, 24000));
+}
