@@ -78,6 +78,7 @@ export GST_PLUGIN_PATH="$ROOT/$BUILD/gst-plugins${GST_PLUGIN_PATH:+:$GST_PLUGIN_
 export GST_REGISTRY="$ROOT/$BUILD/bench/gst-registry.bin"  # no stale registry from elsewhere
 if [ "$T3" != only ]; then
   /usr/bin/python3 "$ROOT/bench/run_bench.py" --build "$ROOT/$BUILD" --results "$ROOT/bench/results" "${ARGS[@]}"
+  /usr/bin/python3 "$ROOT/bench/run_buffers.py" --build "$ROOT/$BUILD"
 fi
 if [ "$T3" != no ]; then
   quick=()

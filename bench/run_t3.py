@@ -13,6 +13,8 @@ bandwidth. Full-size seeded random weights throughout.
 """
 import argparse, json, os, subprocess, sys, time
 
+from busy import busy_core
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -65,6 +67,15 @@ def main():
                 r = run([t3, "decode", "--family", f, "--precision", p, "--threads", th, "--tokens", tokens, "--reps", "1"])
                 res["decode"].append(r)
                 print(f, p, th, r.get("ms_per_token"), file=sys.stderr)
+    # The same decode with the other core kept busy by another process.
+    res["decode_busy"] = [] if "decode" in sections else res.get("decode_busy", [])
+    for f in fams if "decode" in sections else []:
+        for th in ["1", "2"]:
+            with busy_core():
+                r = run([t3, "decode", "--family", f, "--precision", "int8", "--threads", th, "--tokens", tokens,
+                         "--reps", "1"])
+            res["decode_busy"].append(r)
+            print(f, "int8 busy", th, r.get("ms_per_token"), file=sys.stderr)
     for f in fams if "accuracy" in sections else []:
         for p in ["bf16", "int8"]:
             res["accuracy"].append(run([t3, "accuracy", "--family", f, "--precision", p, "--steps", "30" if a.quick else "100"]))
@@ -146,6 +157,15 @@ def write_md(res, path):
         L.append(f"| {r['family']} | {r['precision']} | {r['threads']} | {r['ms_per_token']:.1f} | {r['t3_s_per_audio_s']:.2f} | "
                  f"{r['weight_mib_per_token']:.0f} MiB | {r['weights_gbps']:.1f} GB/s | {r['prefill_ms'][0]:.0f} ms ({r['prefill_positions']}) | "
                  f"{r['peak_rss_kb'] / 1024:.0f} MiB |")
+    busy = [r for r in res.get("decode_busy", []) if "error" not in r]
+    if busy:
+        idle = {(r["family"], r["precision"], r["threads"]): r for r in res["decode"] if "error" not in r}
+        L += ["", "With the other core kept busy by another process (a Python busy loop), int8:", "",
+              "| model | threads | ms / token, other core busy | idle (above) | busy / idle |", "|---|---:|---:|---:|---:|"]
+        for r in busy:
+            i = idle.get((r["family"], "int8", r["threads"]))
+            L.append(f"| {r['family']} | {r['threads']} | {r['ms_per_token']:.1f} | "
+                     + (f"{i['ms_per_token']:.1f} | {r['ms_per_token'] / i['ms_per_token']:.2f} |" if i else "- | - |"))
     L += ["", "Physical limit: every weight is read once per token. Measured read bandwidth (STREAM-like sum, same thread pool): " +
           ", ".join(f"{t['read_gbps']:.1f} GB/s at {t['threads']} thread(s)" for t in k.get("at_threads", [])) +
           ". The decode GEMMs alone (bench_kernels, Llama_520M, CFG pair): " +
