@@ -66,6 +66,10 @@ struct Loaded {
   // When voice= is reference audio: the computed conditionals, shared with
   // every t3 naming the same recording and model folder (ModelCache).
   std::shared_ptr<const chatterbox::voice::T3Voice> voice_ref;
+  // GPT-2: the voice prompt's keys and values from the previous utterance
+  // (its ~376 prefill positions are the same for every sentence of a voice).
+  std::shared_ptr<chatterbox::t3::T3TurboPromptCache> prompt_cache =
+      std::make_shared<chatterbox::t3::T3TurboPromptCache>();
 
   int64_t stop_token() const {
     return gpt2 ? gpt2->config().stop_speech_token : llama->config().stop_speech_token;
@@ -617,7 +621,7 @@ static GstFlowReturn generate_utterance(GstT3* self, const std::string& text, co
     ids = L.bpe_tokenizer->text_to_ids(text);
     TurboSamplingOptions opts = s.turbo_opts;
     opts.seed = seed;
-    gen.gpt2 = std::make_unique<T3TurboGenerator>(*L.gpt2, opts);
+    gen.gpt2 = std::make_unique<T3TurboGenerator>(*L.gpt2, opts, L.prompt_cache);
     gen.gpt2->start(ids, cond);
   } else {
     if (L.mtl_tokenizer) {

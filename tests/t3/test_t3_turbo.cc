@@ -175,6 +175,41 @@ BOOST_AUTO_TEST_CASE(greedy_decode_matches_the_reference) {
   BOOST_TEST(five == std::vector<int64_t>(want.begin(), want.begin() + 5), boost::test_tools::per_element());
 }
 
+// The voice prompt's keys and values are reused between utterances of the
+// same voice: the greedy fixture decode through a prompt cache matches the
+// reference the same way, on the miss (prompt computed) and on the hit
+// (prompt restored); another voice misses.
+BOOST_AUTO_TEST_CASE(prompt_cache_reuses_the_voice_prompt) {
+  Fx& f = fx();
+  TurboSamplingOptions o;
+  o.greedy = true;
+  o.max_new_tokens = 41;
+  auto cache = std::make_shared<T3TurboPromptCache>();
+  for (int run = 0; run < 2; ++run) {
+    BOOST_TEST_CONTEXT("run " << run) {
+      T3TurboGenerator g(f.model, o, cache);
+      g.start(f.text_ids, f.cond);
+      std::vector<at::Tensor> logits;
+      while (g.next_token() >= 0) logits.push_back(g.last_logits());
+      BOOST_TEST(g.tokens() == ids(f.ck.get_raw("test.greedy.tokens")), boost::test_tools::per_element());
+      BOOST_REQUIRE_EQUAL(logits.size(), 22u);
+      CHECK_CLOSE(at::stack(logits), f.ck.get("test.greedy.step_logits"), 4e-5);
+    }
+  }
+  BOOST_TEST(cache->misses() == 1);
+  BOOST_TEST(cache->hits() == 1);
+  // Another voice (other prompt tokens) is computed, not restored.
+  T3Cond other = f.cond;
+  other.cond_prompt_speech_tokens = (f.cond.cond_prompt_speech_tokens + 1) % 6561;
+  T3TurboGenerator g(f.model, o, cache);
+  g.start(f.text_ids, other);
+  BOOST_TEST(cache->misses() == 2);
+  T3TurboGenerator plain(f.model, o);
+  plain.start(f.text_ids, other);
+  BOOST_TEST(g.next_token() == plain.next_token());
+  CHECK_CLOSE(g.last_logits(), plain.last_logits(), 4e-5);
+}
+
 BOOST_AUTO_TEST_CASE(sampled_decode_replays_the_recorded_draws) {
   Fx& f = fx();
   at::Tensor q = f.ck.get("test.sample.q");

@@ -293,4 +293,29 @@ int64_t Gpt2Backbone::Session::length() const { return impl_->len; }
 int64_t Gpt2Backbone::Session::capacity() const { return impl_->cap; }
 void Gpt2Backbone::Session::reset() { impl_->len = 0; }
 
+Gpt2Backbone::Session::Prefix Gpt2Backbone::Session::prefix(int64_t positions) const {
+  if (positions < 0 || positions > impl_->len)
+    throw ModelError("GPT-2 backbone: prefix of " + std::to_string(positions) + " positions, only " +
+                     std::to_string(impl_->len) + " computed");
+  Prefix p;
+  p.positions = positions;
+  for (size_t i = 0; i < impl_->k_cache.size(); ++i) {
+    p.k.push_back(impl_->k_cache[i].narrow(2, 0, positions).clone());
+    p.v.push_back(impl_->v_cache[i].narrow(2, 0, positions).clone());
+  }
+  return p;
+}
+
+void Gpt2Backbone::Session::restore(const Prefix& p) {
+  if (p.k.size() != impl_->k_cache.size() || p.positions > impl_->cap ||
+      (p.positions > 0 && p.k[0].size(0) != impl_->batch))
+    throw ModelError("GPT-2 backbone: a prefix of " + std::to_string(p.positions) +
+                     " positions does not fit this session (capacity " + std::to_string(impl_->cap) + ")");
+  for (size_t i = 0; i < impl_->k_cache.size(); ++i) {
+    impl_->k_cache[i].narrow(2, 0, p.positions).copy_(p.k[i]);
+    impl_->v_cache[i].narrow(2, 0, p.positions).copy_(p.v[i]);
+  }
+  impl_->len = p.positions;
+}
+
 }  // namespace chatterbox::t3

@@ -73,6 +73,17 @@ class Gpt2Backbone {
     int64_t capacity() const;
     void reset();
 
+    // Keys and values of the first `positions` positions (copies), and a
+    // fresh session continuing from them: a prompt shared by many calls is
+    // run once (causal attention: its keys and values do not depend on what
+    // follows).
+    struct Prefix {
+      std::vector<at::Tensor> k, v;  // per block [B, n_head, positions, d]
+      int64_t positions = 0;
+    };
+    Prefix prefix(int64_t positions) const;
+    void restore(const Prefix& p);  // length() becomes p.positions (must fit the capacity and batch)
+
    private:
     struct Impl;
     std::unique_ptr<Impl> impl_;

@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 
 namespace chatterbox::t3 {
 
@@ -292,9 +293,27 @@ at::Tensor turbo_process_logits(const at::Tensor& logits, const std::vector<int6
 
 // ------------------------------------------------------------ generator ----
 
+struct T3TurboPromptCache::Impl {
+  std::optional<T3TurboModel> model;  // the weights the entry was computed with (kept alive with it)
+  Tensor cond_emb;              // [1, P, E] the conditioning embeddings it holds
+  Gpt2Backbone::Session::Prefix prefix;
+  int64_t hits = 0, misses = 0;
+};
+T3TurboPromptCache::T3TurboPromptCache() : impl_(new Impl) {}
+T3TurboPromptCache::~T3TurboPromptCache() = default;
+int64_t T3TurboPromptCache::hits() const { return impl_->hits; }
+int64_t T3TurboPromptCache::misses() const { return impl_->misses; }
+void T3TurboPromptCache::clear() {
+  const int64_t h = impl_->hits, m = impl_->misses;
+  *impl_ = Impl{};
+  impl_->hits = h;
+  impl_->misses = m;
+}
+
 struct T3TurboGenerator::Impl {
   T3TurboModel model;
   TurboSamplingOptions opts;
+  std::shared_ptr<T3TurboPromptCache> cache;
   std::unique_ptr<Gpt2Backbone::Session> session;
   at::Generator gen;
   Tensor logits, hidden, probs, input_embed;
@@ -313,6 +332,11 @@ T3TurboGenerator::T3TurboGenerator(const T3TurboModel& model, TurboSamplingOptio
   if (o.top_p <= 0 || o.top_p > 1) throw ModelError("T3 sampling: top_p must be in (0, 1]");
   if (o.top_k < 0) throw ModelError("T3 sampling: top_k must be >= 0");
   if (o.max_new_tokens <= 0) throw ModelError("T3 sampling: max_new_tokens must be > 0");
+}
+T3TurboGenerator::T3TurboGenerator(const T3TurboModel& model, TurboSamplingOptions opts,
+                                   std::shared_ptr<T3TurboPromptCache> cache)
+    : T3TurboGenerator(model, std::move(opts)) {
+  impl_->cache = std::move(cache);
 }
 T3TurboGenerator::~T3TurboGenerator() = default;
 T3TurboGenerator::T3TurboGenerator(T3TurboGenerator&&) noexcept = default;
@@ -340,7 +364,29 @@ void T3TurboGenerator::start(const std::vector<int64_t>& text_ids, const T3Cond&
                      " positions, more than GPT-2's " + std::to_string(m.cfg.gpt2.n_positions) +
                      "; use a shorter text or lower max_new_tokens");
   g.session = std::make_unique<Gpt2Backbone::Session>(m.tfmr, 1, positions);
-  Tensor h = g.session->forward(x);
+  Tensor h;
+  if (g.cache) {
+    // The conditioning rows first (from the cache when they are the cached
+    // ones), then text and start token continue the same KV cache.
+    T3TurboPromptCache::Impl& c = g.cache->impl();
+    const Tensor cond_emb = cond_embedding_impl(m, cond);
+    const int64_t P = cond_emb.size(1);
+    const bool hit = c.model && &c.model->impl() == &m && c.cond_emb.defined() && c.cond_emb.sizes() == cond_emb.sizes() &&
+                     at::equal(c.cond_emb, cond_emb);
+    if (hit) {
+      g.session->restore(c.prefix);
+      ++c.hits;
+    } else {
+      g.session->forward(cond_emb);
+      c.model = g.model;
+      c.cond_emb = cond_emb;
+      c.prefix = g.session->prefix(P);
+      ++c.misses;
+    }
+    h = g.session->forward(x.narrow(1, P, x.size(1) - P));
+  } else {
+    h = g.session->forward(x);
+  }
   g.hidden = h[0][h.size(1) - 1].contiguous();
   g.logits = head(m, g.hidden);
   g.tokens.clear();

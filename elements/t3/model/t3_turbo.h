@@ -110,9 +110,32 @@ class T3TurboModel {
 // Step-by-step inference_turbo, so a caller can forward each token as soon as
 // it is drawn (the token is fed through the backbone at the start of the next
 // call).
+// The voice prompt's keys and values (speaker embedding + prompt speech
+// tokens: ~376 of Turbo's prefill positions), kept between utterances: a
+// generator given the cache runs the prompt through the backbone only when
+// the conditioning differs from the cached one, then the text alone. Causal
+// attention makes the result the same as one prefill over prompt + text (up
+// to float32 rounding of differently blocked GEMMs). One entry (the last
+// voice); not thread-safe: one cache per element or thread.
+class T3TurboPromptCache {
+ public:
+  T3TurboPromptCache();
+  ~T3TurboPromptCache();
+  int64_t hits() const;    // starts that reused the cached prompt
+  int64_t misses() const;  // starts that computed it
+  void clear();
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
 class T3TurboGenerator {
  public:
   T3TurboGenerator(const T3TurboModel& model, TurboSamplingOptions opts = {});
+  // With a prompt cache (shared across this element's utterances).
+  T3TurboGenerator(const T3TurboModel& model, TurboSamplingOptions opts, std::shared_ptr<T3TurboPromptCache> cache);
   ~T3TurboGenerator();
   T3TurboGenerator(T3TurboGenerator&&) noexcept;
   T3TurboGenerator& operator=(T3TurboGenerator&&) noexcept;
