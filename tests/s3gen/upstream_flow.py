@@ -179,12 +179,26 @@ def build_s3gen_flow(meanflow=False):
     return CausalMaskedDiffWithXvec(encoder=encoder, decoder=decoder).eval()
 
 
-def setup(git_dir):
+# Chatterbox PR #528 (the streaming PR, refs/pull/528/head in the mirror):
+# its flow.py is 5de7a54's plus the finalize=False mask fix (h_masks trimmed
+# with h); without it 5de7a54 cannot decode with finalize=False at all (the
+# mask keeps the look-ahead frames and the estimator's shapes disagree).
+PR528 = "ce5a900dbdbc776eeb3d00c1c1607143c7604a5b"
+FLOW_PY = "src/chatterbox/models/s3gen/flow.py"
+
+
+def setup(git_dir, flow_py_commit=None):
     """Shims installed, the reference extracted to a temporary folder and put
-    first on sys.path; returns that folder."""
+    first on sys.path; returns that folder. flow_py_commit: flow.py from that
+    commit instead (PR528 for the streaming rule)."""
     import tempfile
     install_shims()
     src = tempfile.mkdtemp(prefix="chatterbox_ref_")
     extract_reference(git_dir, src)
+    if flow_py_commit:
+        body = subprocess.run(["git", "--git-dir", git_dir, "show", flow_py_commit + ":" + FLOW_PY], check=True,
+                              capture_output=True).stdout
+        with open(os.path.join(src, FLOW_PY[len("src/"):]), "wb") as fh:
+            fh.write(body)
     sys.path.insert(0, src)
     return src
