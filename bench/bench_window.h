@@ -144,7 +144,11 @@ inline int cmd_window(const Args& a) {
   // The reference every streamed mel's audio is compared with.
   const at::Tensor whole_audio = vocode(whole);
 
-  auto run_stream = [&](chatterbox::S3GenStreamerOptions so, int64_t buf) {
+  // `rule_whole`: upstream's rule draws its own target noise, so it is also
+  // compared with a whole decode from that target noise (the prompt part
+  // from z; the rule redraws it per call, as upstream): the same figure
+  // reference_flow_stream.py gives for upstream's rule ("rule_vs_whole").
+  auto run_stream = [&](chatterbox::S3GenStreamerOptions so, int64_t buf, bool rule_whole = false) {
     const bool window = so.left_context >= 0;
     chatterbox::S3GenFlowStreamer st(flow, voice, so);
     std::vector<at::Tensor> parts;
@@ -176,7 +180,14 @@ inline int cmd_window(const Args& a) {
            {"frames", m.size(2)},
            {"vs_whole", deviation(m)}};
     // Only the full-length runs (not the one-push zero-cond check) are heard.
-    if (buf == 1 || !window) r["audio_vs_whole"] = audio_metrics(whole_audio, vocode(m));
+    if (buf == 1 && window) r["audio_vs_whole"] = audio_metrics(whole_audio, vocode(m));
+    if (rule_whole) {
+      chatterbox::S3GenInferenceOptions ro;
+      ro.noise = at::cat({wo.noise.slice(2, 0, 2 * p), st.target_noise().slice(2, 0, 2 * n)}, 2);
+      at::Tensor w2 = flow.inference(tok, voice, ro);
+      r["vs_whole_same_target_noise"] = deviation_from(m, w2);
+      r["audio_vs_whole"] = audio_metrics(vocode(w2), vocode(m));
+    }
     return r;
   };
   json rows = json::array();
@@ -201,10 +212,9 @@ inline int cmd_window(const Args& a) {
     chatterbox::S3GenStreamerOptions so;
     so.seed = seed;
     // Upstream's rule draws other noise (channel-major target, prompt per
-    // call): its deviation here is against the same whole decode, so it also
-    // holds the noise difference; bench_api flow --stream-chunk publishes the
-    // same-noise figure.
-    json r = run_stream(so, up_chunk);
+    // call): "vs_whole" (against the same whole decode) also holds the noise
+    // difference, "vs_whole_same_target_noise" and its audio metrics not.
+    json r = run_stream(so, up_chunk, true);
     r["chunk_tokens"] = up_chunk;
     out["upstream"] = r;
   }
