@@ -104,8 +104,8 @@ def md(res):
             L.append("")
             L.append("\\* upstream's rule draws its own noise: its mel and audio are compared with a whole decode "
                      "from the rule's target noise (prompt part from z; the rule redraws it per call, as upstream), "
-                     "the figure the reference table gives for upstream's PyTorch rule. \\*\\* (older runs): against "
-                     "the whole decode above, so it also holds the noise difference.")
+                     "the figure the reference table gives for upstream's PyTorch rule." if same else
+                     "\\*\\* against the whole decode above, so it also holds the rule's different noise.")
     L += ["", "Audio columns: the streamed mel and the whole mel vocoded by the same whole-utterance Vocos "
           f"({res['window'][0].get('vocos', '?') if res['window'] and 'error' not in res['window'][0] else '?'}), "
           "the streamed audio scored against the whole decode's audio with bench/quality's metrics (STOI 0..1 "
