@@ -4,6 +4,7 @@
 //
 //   bench_api window --seconds S --prompt-seconds P --threads N
 //                    [--meanflow 0|1] [--settings L:C,L:C,...] [--upstream-chunk C]
+//                    [--weights FILE] [--inputs FILE] [--vocos FILE|random]
 //
 // For each setting (left-context L tokens, chunk C tokens): wall time of the
 // whole stream (tokens pushed one by one), its ratio to the whole decode, the
@@ -12,18 +13,58 @@
 // prompt and target noise: only the windowing differs). With
 // --upstream-chunk, upstream's re-decode-everything rule too. Random weights:
 // the deviations describe this architecture, not a trained model's sound.
+//
+// --weights / --inputs: the checkpoint and the inputs (token, gen.* voice,
+// noise z, upstream.whole_mel) bench/reference_flow_stream.py wrote, so this
+// run does upstream's PyTorch run's math: the whole decode starts from the
+// file's z and is compared with upstream's whole mel ("vs_upstream_whole":
+// float32 rounding when the weight mapping is right). Without them: seeded
+// random weights and inputs as before.
+//
+// Audio: every streamed mel and the whole mel are vocoded (whole-utterance
+// Vocos, S3Gen layout: the embedded default model unless --vocos names
+// another file or "random" for a full-size seeded random one) and compared
+// with bench/quality's metrics, the whole decode's audio as reference
+// ("audio_vs_whole": STOI, MCD, multi-resolution STFT, spectral similarity,
+// SI-SNR, log-mel L1).
 #pragma once
 
 #include "bench/bench_common.h"
+#include "bench/quality/metrics.h"
 #include "elements/s3gen/flow/s3gen_flow.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
 
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <sstream>
 
+#ifndef BENCH_DEFAULT_VOCOS
+#define BENCH_DEFAULT_VOCOS "models/vocos-s3gen-small.safetensors"
+#endif
+
 namespace bench {
+
+// The metrics of bench/quality for `test` audio against `ref` (24 kHz).
+inline nlohmann::json audio_metrics(const at::Tensor& ref, const at::Tensor& test) {
+  auto vec = [](const at::Tensor& a) {
+    at::Tensor d = a.reshape({-1}).to(at::kDouble).contiguous();
+    return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+  };
+  const chatterbox::quality::Report r = chatterbox::quality::compare(vec(ref), vec(test), 24000);
+  auto finite = [](double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr); };
+  nlohmann::json j{{"stoi", r.stoi ? nlohmann::json(r.stoi->stoi) : nlohmann::json(nullptr)},
+                   {"mcd_db", r.mcd_db},
+                   {"mr_stft", r.mr_stft.total()},
+                   {"spectral_similarity", r.spectral_similarity},
+                   {"si_snr_db", finite(r.si_snr_db)},
+                   {"log_mel_l1", r.log_mel_l1},
+                   {"samples", r.samples}};
+  if (!r.stoi) j["stoi_error"] = r.stoi_error;
+  return j;
+}
 
 inline int cmd_window(const Args& a) {
   using nlohmann::json;
@@ -33,18 +74,29 @@ inline int cmd_window(const Args& a) {
   const int64_t up_chunk = static_cast<int64_t>(a.num("upstream-chunk", 0));
   set_threads(threads);
   c10::InferenceMode guard;
+  const std::string weights = a.str("weights", ""), inputs = a.str("inputs", "");
   chatterbox::S3GenFlowConfig cfg;
   cfg.meanflow = meanflow;
   if (meanflow) cfg.n_timesteps = 2;
-  chatterbox::S3GenFlow flow = chatterbox::S3GenFlow::random(cfg, 1);
-  const int64_t n = static_cast<int64_t>(std::llround(25 * seconds));
-  const int64_t p = static_cast<int64_t>(std::llround(25 * prompt_s));
+  chatterbox::S3GenFlow flow = weights.empty() ? chatterbox::S3GenFlow::random(cfg, 1) : chatterbox::S3GenFlow::load(weights);
+  cfg = flow.config();
+  int64_t n = static_cast<int64_t>(std::llround(25 * seconds));
+  int64_t p = static_cast<int64_t>(std::llround(25 * prompt_s));
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
   at::Tensor tok = at::randint(0, 6561, {1, n}, gen, at::kLong);
   chatterbox::S3GenVoice voice{at::randint(0, 6561, {1, p}, gen, at::kLong), at::randn({1, 2 * p, 80}, gen),
                                at::randn({1, 192}, gen)};
-  json out{{"model", meanflow ? "s3gen-flow-meanflow" : "s3gen-flow"}, {"tokens", n}, {"prompt_tokens", p},
-           {"threads", threads}, {"steps", cfg.n_timesteps}};
+  std::optional<chatterbox::Checkpoint> in;
+  if (!inputs.empty()) {
+    in = chatterbox::Checkpoint::open(inputs);
+    tok = in->get_raw("token").to(at::kLong);
+    voice = chatterbox::S3GenVoice::from_checkpoint(*in, "gen.");
+    n = tok.size(1);
+    p = voice.prompt_token.size(1);
+  }
+  json out{{"model", cfg.meanflow ? "s3gen-flow-meanflow" : "s3gen-flow"}, {"tokens", n}, {"prompt_tokens", p},
+           {"threads", threads}, {"steps", cfg.n_timesteps},
+           {"weights", weights.empty() ? "seeded random (S3GenFlow::random, seed 1)" : weights}};
 
   // The window streamer's z (docs/s3gen-streaming.md): prompt part
   // randn([2P, 80]) from seed ^ 0xD1B54A32D192ED03, target part randn([F, 80])
@@ -56,6 +108,24 @@ inline int cmd_window(const Args& a) {
   at::Tensor zt = at::randn({1, 2 * n, 80}, tg, at::kFloat).transpose(1, 2);
   chatterbox::S3GenInferenceOptions wo;
   wo.noise = at::cat({zp, zt}, 2);
+  if (in) {
+    // The reference draws the same z with torch's CPU generator (the same
+    // code as LibTorch's): the window rows then differ from the whole decode
+    // by the windowing only, and the whole decode is upstream's.
+    at::Tensor fz = in->get("noise");
+    out["inputs_noise_vs_window_noise_max_abs"] =
+        fz.sizes() == wo.noise.sizes() ? (fz - wo.noise).abs().max().item<double>() : -1.0;
+    wo.noise = fz;
+  }
+  // The vocoder for the audio metrics (loaded before anything is timed; it
+  // leaves the thread settings as they are).
+  const std::string vocos = a.str("vocos", BENCH_DEFAULT_VOCOS);
+  chatterbox::VocosLoadOptions vo;
+  std::unique_ptr<chatterbox::VocosVocoder> voc =
+      vocos == "random" ? chatterbox::VocosVocoder::random(chatterbox::VocosConfig::s3gen(512, 1536, 8), 5, vo)
+                        : chatterbox::VocosVocoder::load(vocos, vo);
+  out["vocos"] = vocos == "random" ? "full-size seeded random (dim 512, 8 layers)" : vocos;
+  auto vocode = [&](const at::Tensor& mel) { return voc->forward(mel.contiguous()); };
   flow.inference(tok.slice(1, 0, 10), voice, wo);  // warm-up
   auto t = Clock::now();
   at::Tensor whole = flow.inference(tok, voice, wo);
@@ -63,12 +133,23 @@ inline int cmd_window(const Args& a) {
   out["whole_ms"] = whole_ms;
   out["audio_s"] = whole.size(2) / 50.0;
 
-  auto deviation = [&](const at::Tensor& m) {
-    at::Tensor d = (m - whole).to(at::kDouble);
-    return json{{"rel_l2", (d.norm() / whole.to(at::kDouble).norm()).item<double>()},
+  auto deviation_from = [](const at::Tensor& m, const at::Tensor& ref) {
+    at::Tensor d = (m - ref).to(at::kDouble);
+    return json{{"rel_l2", (d.norm() / ref.to(at::kDouble).norm()).item<double>()},
                 {"max_abs", d.abs().max().item<double>()}};
   };
-  auto run_stream = [&](chatterbox::S3GenStreamerOptions so, int64_t buf) {
+  auto deviation = [&](const at::Tensor& m) { return deviation_from(m, whole); };
+  if (in && in->has("upstream.whole_mel")) out["vs_upstream_whole"] = deviation_from(whole, in->get("upstream.whole_mel"));
+
+  // The reference every streamed mel's audio is compared with.
+  const at::Tensor whole_audio = vocode(whole);
+
+  // `rule_whole`: upstream's rule draws its own target noise, so it is also
+  // compared with a whole decode from that target noise (the prompt part
+  // from z; the rule redraws it per call, as upstream): the same figure
+  // reference_flow_stream.py gives for upstream's rule ("rule_vs_whole").
+  auto run_stream = [&](chatterbox::S3GenStreamerOptions so, int64_t buf, bool rule_whole = false) {
+    const bool window = so.left_context >= 0;
     chatterbox::S3GenFlowStreamer st(flow, voice, so);
     std::vector<at::Tensor> parts;
     double first_ms = -1;
@@ -98,6 +179,15 @@ inline int cmd_window(const Args& a) {
            {"decoder_frames", w.decoder_frames},
            {"frames", m.size(2)},
            {"vs_whole", deviation(m)}};
+    // Only the full-length runs (not the one-push zero-cond check) are heard.
+    if (buf == 1 && window) r["audio_vs_whole"] = audio_metrics(whole_audio, vocode(m));
+    if (rule_whole) {
+      chatterbox::S3GenInferenceOptions ro;
+      ro.noise = at::cat({wo.noise.slice(2, 0, 2 * p), st.target_noise().slice(2, 0, 2 * n)}, 2);
+      at::Tensor w2 = flow.inference(tok, voice, ro);
+      r["vs_whole_same_target_noise"] = deviation_from(m, w2);
+      r["audio_vs_whole"] = audio_metrics(vocode(w2), vocode(m));
+    }
     return r;
   };
   json rows = json::array();
@@ -122,10 +212,9 @@ inline int cmd_window(const Args& a) {
     chatterbox::S3GenStreamerOptions so;
     so.seed = seed;
     // Upstream's rule draws other noise (channel-major target, prompt per
-    // call): its deviation here is against the same whole decode, so it also
-    // holds the noise difference; bench_api flow --stream-chunk publishes the
-    // same-noise figure.
-    json r = run_stream(so, up_chunk);
+    // call): "vs_whole" (against the same whole decode) also holds the noise
+    // difference, "vs_whole_same_target_noise" and its audio metrics not.
+    json r = run_stream(so, up_chunk, true);
     r["chunk_tokens"] = up_chunk;
     out["upstream"] = r;
   }

@@ -1,4 +1,4 @@
-"""Helpers shared by reference_vocos.py and reference_hift.py (timing loop,
+"""Helpers shared by the reference_*.py scripts (timing loop,
 a minimal safetensors reader for the weight/check files bench_api writes,
 thread setup). Standard library + torch only: runs on Debian's python3-torch
 (/usr/bin/python3), not a pyenv python."""
@@ -31,13 +31,16 @@ def read_safetensors(path):
     return out
 
 
-def write_safetensors(path, tensors):
-    """{name: tensor} -> a float32 safetensors file (read_safetensors's inverse)."""
+def write_safetensors(path, tensors, keep_int64=False):
+    """{name: tensor} -> a float32 safetensors file (read_safetensors's inverse).
+    keep_int64: int64 tensors (token ids) stay I64 instead of becoming F32."""
     header, blobs, off = {}, [], 0
     for k, t in tensors.items():
-        t = t.detach().contiguous().float()
+        t = t.detach().contiguous()
+        dt = "I64" if keep_int64 and t.dtype == torch.int64 else "F32"
+        t = t if dt == "I64" else t.float()
         b = t.numpy().tobytes()
-        header[k] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        header[k] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
     h = json.dumps(header).encode()

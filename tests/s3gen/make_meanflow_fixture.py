@@ -12,132 +12,21 @@ Runs the reference at commit 5de7a54 (`git show` of flow.py, flow_matching.py,
 decoder.py, transformer/*, matcha/*, utils/*) on CPU in float32 (and once in
 float64 to measure float32's own error). Packages Debian's python3-torch 1.13
 setup lacks are restated exactly as for the flow_tiny fixture (its metadata
-"shims"): einops pack/rearrange/repeat for the patterns used, diffusers 0.29
-Attention (AttnProcessor2_0 math written out), GELU, LoRACompatibleLinear,
-get_activation('silu'), plus omegaconf.DictConfig (a dict) and tqdm (a
-pass-through). Nothing of the reference itself is changed.
+"shims"), in upstream_flow.py (shared with bench/reference_flow_stream.py).
+Nothing of the reference itself is changed.
 """
 import argparse
 import json
 import os
 import struct
-import subprocess
 import sys
 import tempfile
-import types
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-COMMIT = "5de7a54aa4e5e2baadb0182dde554908b48b85c2"
-MIXER = "decoder.estimator.time_embed_mixer.weight"
-
-# ------------------------------------------------------------------ shims --
-
-
-def install_shims():
-    def mod(name, **attrs):
-        m = types.ModuleType(name)
-        m.__dict__.update(attrs)
-        sys.modules[name] = m
-        return m
-
-    def pack(ts, pattern):
-        assert pattern == "b * t", pattern
-        return torch.cat(ts, dim=1), [t.shape[1:-1] for t in ts]
-
-    def rearrange(x, pattern):
-        if pattern in ("b c t -> b t c", "b t c -> b c t"):
-            return x.permute(0, 2, 1)
-        if pattern == "b 1 t -> b t":
-            return x.squeeze(1)
-        if pattern == "b t -> b 1 t":
-            return x.unsqueeze(1)
-        raise NotImplementedError(pattern)
-
-    def repeat(x, pattern, t):
-        assert pattern == "b c -> b c t", pattern
-        return x.unsqueeze(-1).expand(x.shape[0], x.shape[1], t)
-
-    mod("einops", pack=pack, rearrange=rearrange, repeat=repeat)
-
-    def placeholder(name):
-        def init(self, *a, **k):
-            raise NotImplementedError(name + " is not used by Chatterbox's configuration")
-        return type(name, (nn.Module,), {"__init__": init})
-
-    class GELU(nn.Module):
-        def __init__(self, dim_in, dim_out, approximate="none", bias=True):
-            super().__init__()
-            self.proj = nn.Linear(dim_in, dim_out, bias=bias)
-            self.approximate = approximate
-
-        def forward(self, x):
-            return F.gelu(self.proj(x), approximate=self.approximate)
-
-    class Attention(nn.Module):
-        # diffusers 0.29 Attention + AttnProcessor2_0 for self-attention.
-        def __init__(self, query_dim, heads=8, dim_head=64, dropout=0.0, bias=False, cross_attention_dim=None,
-                     upcast_attention=False, out_bias=True):
-            super().__init__()
-            assert cross_attention_dim is None
-            inner = heads * dim_head
-            self.heads, self.dim_head = heads, dim_head
-            self.to_q = nn.Linear(query_dim, inner, bias=bias)
-            self.to_k = nn.Linear(query_dim, inner, bias=bias)
-            self.to_v = nn.Linear(query_dim, inner, bias=bias)
-            self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, bias=out_bias), nn.Dropout(dropout)])
-
-        def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, **kw):
-            assert encoder_hidden_states is None
-            B, T, _ = hidden_states.shape
-            h = self.heads
-            q, k, v = (f(hidden_states).view(B, T, h, self.dim_head).transpose(1, 2)
-                       for f in (self.to_q, self.to_k, self.to_v))
-            s = q @ k.transpose(-1, -2) / (self.dim_head ** 0.5)
-            if attention_mask is not None:  # [B, 1, T] -> every head, every query
-                s = s + attention_mask.repeat_interleave(h, dim=0).view(B, h, -1, attention_mask.shape[-1])
-            o = (s.softmax(-1) @ v).transpose(1, 2).reshape(B, T, h * self.dim_head)
-            return self.to_out[1](self.to_out[0](o))
-
-    def get_activation(name):
-        assert name == "silu", name
-        return nn.SiLU()
-
-    mod("diffusers")
-    mod("diffusers.models")
-    mod("diffusers.models.attention", GELU=GELU, GEGLU=placeholder("GEGLU"), AdaLayerNorm=placeholder("AdaLayerNorm"),
-        AdaLayerNormZero=placeholder("AdaLayerNormZero"), ApproximateGELU=placeholder("ApproximateGELU"))
-    mod("diffusers.models.attention_processor", Attention=Attention)
-    mod("diffusers.models.lora", LoRACompatibleLinear=nn.Linear)
-    mod("diffusers.models.activations", get_activation=get_activation)
-    mod("diffusers.utils")
-    mod("diffusers.utils.torch_utils", maybe_allow_in_graph=lambda c: c)
-    mod("conformer", ConformerBlock=placeholder("ConformerBlock"))
-    mod("omegaconf", DictConfig=dict)
-    mod("tqdm", tqdm=lambda it, total=None: it)
-
-
-def extract_reference(git_dir, dst):
-    """The s3gen package at COMMIT, without its __init__ (which would import
-    the tokenizer, HiFT and torchaudio the flow does not need)."""
-    files = subprocess.run(["git", "--git-dir", git_dir, "ls-tree", "-r", "--name-only", COMMIT,
-                            "src/chatterbox/models/s3gen"], check=True, capture_output=True, text=True).stdout.split()
-    files.append("src/chatterbox/models/utils.py")
-    for f in files:
-        if not f.endswith(".py"):
-            continue
-        out = os.path.join(dst, f[len("src/"):])
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        body = subprocess.run(["git", "--git-dir", git_dir, "show", COMMIT + ":" + f], check=True,
-                              capture_output=True).stdout
-        with open(out, "wb") as fh:
-            fh.write(b"" if f.endswith("s3gen/__init__.py") else body)
-    for pkg in ("chatterbox", "chatterbox/models"):
-        open(os.path.join(dst, pkg, "__init__.py"), "w").close()
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from upstream_flow import COMMIT, MIXER, build_flow, extract_reference, install_shims  # noqa: E402
 
 # ----------------------------------------------------------- safetensors --
 
@@ -169,36 +58,6 @@ def write_safetensors(path, tensors, meta):
     h += b" " * (-len(h) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-# ------------------------------------------------------------------ build --
-
-
-def build_flow(cfg, meanflow=True):
-    from chatterbox.models.s3gen.configs import CFM_PARAMS
-    from chatterbox.models.s3gen.decoder import ConditionalDecoder
-    from chatterbox.models.s3gen.flow import CausalMaskedDiffWithXvec
-    from chatterbox.models.s3gen.flow_matching import CausalConditionalCFM
-    from chatterbox.models.s3gen.transformer import upsample_encoder as ue
-
-    e, h, d, fl = cfg["encoder"], cfg["encoder_hardcoded"], cfg["estimator"], cfg["flow"]
-    enc = ue.UpsampleConformerEncoder(**{k: e[k] for k in (
-        "output_size", "attention_heads", "linear_units", "num_blocks", "dropout_rate", "positional_dropout_rate",
-        "attention_dropout_rate", "input_layer", "pos_enc_layer_type", "selfattention_layer_type", "input_size",
-        "use_cnn_module", "macaron_style", "normalize_before")})
-    # The constructor hard-codes 512 channels here; the tiny model uses the
-    # same classes at its own width (as flow_tiny does).
-    enc.pre_lookahead_layer = ue.PreLookaheadLayer(**h["pre_lookahead_layer"])
-    enc.up_layer = ue.Upsample1D(**h["up_layer"])
-    est = ConditionalDecoder(in_channels=d["in_channels"], out_channels=d["out_channels"], causal=True,
-                             channels=d["channels"], dropout=0.0, attention_head_dim=d["attention_head_dim"],
-                             n_blocks=d["n_blocks"], num_mid_blocks=d["num_mid_blocks"], num_heads=d["num_heads"],
-                             act_fn=d["act_fn"], meanflow=meanflow)
-    dec = CausalConditionalCFM(spk_emb_dim=80, cfm_params=CFM_PARAMS, estimator=est)
-    return CausalMaskedDiffWithXvec(input_size=fl["input_size"], output_size=fl["output_size"],
-                                    spk_embed_dim=fl["spk_embed_dim"], vocab_size=fl["vocab_size"],
-                                    token_mel_ratio=fl["token_mel_ratio"], pre_lookahead_len=fl["pre_lookahead_len"],
-                                    encoder=enc, decoder=dec).eval()
 
 
 def run(flow, t, steps, noise_target, dtype, record=None):
