@@ -93,8 +93,8 @@ def main():
                 L.append(f"| {'vocosdec (S3Gen layout)' if m.startswith('vocos') else 'hiftdec'} | {th} | {label} | "
                          + " | ".join(cells) + " |")
     L += ["", "Each model call reads every weight once: Vocos in the S3Gen layout holds ~55 MB of float32, beyond "
-          "the caches, so calls of a few frames are bound by that read (at ~25-30 GB/s about 2 ms a call, against "
-          "~0.14 ms per frame of arithmetic at 2 threads). Off a live pipeline the element therefore gathers 50 "
+          "the caches, so calls of a few frames are bound by that read (at the 25-35 GB/s these 2-core machines "
+          "read, about 2 ms a call: more than the arithmetic of 10 frames). Off a live pipeline the element therefore gathers 50 "
           "frames per call by default (`chunk-frames`, README); on a live one latency wins and each buffer is "
           "vocoded as it comes."]
     if busy_rows:

@@ -54,7 +54,7 @@ def md(res):
     L = ["# Live text-to-speech: window streaming of the S3Gen flow (`bench/run_live.py`)", "",
          "![deviation and cost per setting](live.png)", ""]
     L.append(f"CPU: {res.get('cpu', '?')}. Full-size seeded random weights (upstream's own initialisation, seed 1234, "
-             "where upstream's PyTorch run made them; else S3GenFlow::random), 2 threads, on a shared 2-core machine "
+             "where upstream's PyTorch run made them; else S3GenFlow::random), 2 threads, on a 2-core machine "
              "(load average per row in live.json): times are indicative, the work counts and deviations are not "
              "affected by load.")
     L.append("")
@@ -155,33 +155,35 @@ def md(res):
           "T3 tokens one by one into the window-streamed flow and the streaming Vocos (S3Gen layout, exact "
           "lookahead). Time to first audio counts from the text (T3 prefill included). Underruns: a real-time "
           "sink that starts at the first sample and pauses whenever the next buffer is late.", "",
-          "| model | L / C | tokens | audio s | first audio ms | whole-utterance first audio ms | RTF | T3 ms/token | "
-          "flow ms | vocoder ms | underruns | underrun total / max ms | peak RSS |",
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          "| model | T3 precision | voice prompt | L / C | tokens | audio s | first audio ms | whole-utterance first audio ms | RTF | "
+          "T3 ms/token | flow ms | vocoder ms | underruns | underrun total / max ms | peak RSS |",
+          "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["live"]:
         if "error" in r:
             L.append(f"| {r.get('family', '?')} | failed: {r['error'][:80]} |")
             continue
         wh = r.get("whole", {})
         pb = r["playback"]
-        L.append(f"| {r['family']} | {r['left_context']} / {r['chunk_tokens']} | {r['tokens']} | {r['audio_s']:.2f} | "
+        L.append(f"| {r['family']} | {r.get('precision', 'f32')} | {'cached' if r.get('warm_voice') else 'computed'} | "
+                 f"{r['left_context']} / {r['chunk_tokens']} | "
+                 f"{r['tokens']} | {r['audio_s']:.2f} | "
                  f"{r['time_to_first_audio_ms']:.0f} | {fmt(wh.get('time_to_first_audio_ms'), 0)} | {r['rtf']:.2f} | "
                  f"{r['t3_ms_per_token']:.1f} | {r['flow_ms']:.0f} | {r['vocoder_ms']:.0f} | {pb['underruns']} | "
                  f"{pb['underrun_total_ms']:.0f} / {pb['underrun_max_ms']:.0f} | {r['peak_rss_kb'] / 1024:.0f} MiB |")
     L.append("")
     L += ["## Reading it", "",
-          "- Work, not time, is the reliable cost measure here: `CFM frames / whole` counts the frames the flow "
+          "- Work, not time, is the reliable cost measure: `CFM frames / whole` counts the frames the flow "
           "decodes (each x steps x the CFG batch) against the whole decode's prompt + utterance frames; per-decode "
-          "work is fixed by L and C (the `s3gen_window` test checks it does not grow with the utterance). The wall "
-          "times were taken while other engineers' benchmarks shared the 2 cores (load 4-6), so ratios between "
-          "rows of times are noisy (e.g. mean flow L=50 vs L=25).",
+          "work is fixed by L and C (the `s3gen_window` test checks it does not grow with the utterance). Wall "
+          "times carry the load average recorded per row in live.json.",
           "- `cond=0` (context frames re-decoded from the same noise with zero cond, as in the whole decode) "
-          "stays about twice as close to the whole decode as conditioning them on the emitted mel (the default); "
-          "which sounds better needs trained weights.",
-          "- Live text to audio is bound by T3 on this CPU: at 27-300 ms per 40 ms token (Nano to original under "
-          "load) the flow waits for 28 tokens before the first chunk, and the sink underruns once after the first "
-          "chunk; the 300 ms first-audio goal is not met here. Nano is the only family whose T3 is faster than "
-          "real time on 2 cores.",
+          "against the default (cond = the emitted mel): which sounds better needs trained weights; random weights "
+          "attend everywhere, so the deviations are a worst-case picture of the architecture.",
+          "- Live text to audio: the first chunk waits for C + 3 tokens from T3 after its prefill, then one flow "
+          "window and the vocoder's lookahead. `voice prompt: cached` rows are a session's later sentences (the t3 "
+          "element keeps the Turbo/Nano voice prompt's keys and values), where the prefill is the text alone. "
+          "An underrun is counted when a buffer arrives after its playback time; most rows have one, right after "
+          "the first chunk (the sink starts at the first sample, before a second chunk can be ready).",
           ""]
     return "\n".join(L) + "\n"
 
@@ -274,15 +276,26 @@ def main():
             print("window", mf, json.dumps(r)[:300], file=sys.stderr)
     shutil.rmtree(tmp, ignore_errors=True)
     if a.only in (None, "live"):
-        for fam, toks in [("nano", "50"), ("turbo", "50"), ("original", "30")]:
+        # Each family in float32 and int8 T3 at the element's default window
+        # (L 50 / C 25), and Turbo int8 with a 10-token chunk (the lowest
+        # first-audio setting measured).
+        # Then a voice agent's later sentences (--warm-voice: the t3
+        # element's prompt cache already holds the voice), with smaller
+        # windows for an earlier first chunk.
+        rows = [(fam, toks, prec, "50", "25", "0") for fam, toks in [("nano", "50"), ("turbo", "50"), ("original", "30")]
+                for prec in ("f32", "int8")] + [("turbo", "50", "int8", "50", "10", "0")]
+        rows += [(fam, "50", "int8", left, chunk, "1") for fam in ("nano", "turbo")
+                 for left, chunk in (("50", "25"), ("25", "10"), ("10", "10"))]
+        for fam, toks, prec, left, chunk, warm in rows:
             if a.quick:
                 toks = "40"
-            r = run([t3, "live", "--family", fam, "--precision", "f32", "--threads", "2", "--tokens", toks,
-                     "--text-tokens", "40", "--stream-left", "50", "--stream-chunk", "25"])
-            if "error" not in r:
-                r["whole"] = run([t3, "e2e", "--family", fam, "--precision", "f32", "--threads", "2", "--tokens", toks,
+            r = run([t3, "live", "--family", fam, "--precision", prec, "--threads", "2", "--tokens", toks,
+                     "--text-tokens", "40", "--stream-left", left, "--stream-chunk", chunk, "--warm-voice", warm])
+            if "error" not in r and chunk == "25" and warm == "0":
+                r["whole"] = run([t3, "e2e", "--family", fam, "--precision", prec, "--threads", "2", "--tokens", toks,
                                   "--text-tokens", "40"])
             r.setdefault("family", fam)
+            r.setdefault("precision", prec)
             res["live"].append(r)
             print("live", fam, json.dumps(r)[:300], file=sys.stderr)
     out = a.out
