@@ -23,12 +23,16 @@
 #   - our time / PyTorch reference time (bench/reference_*.py on Debian's
 #     python3-torch 1.13, /usr/bin/python3);
 #   - CUDA when the library has it and a GPU is visible (else noted as skipped).
+# Then the cost per audio second against buffer size through the elements
+# (bench/run_buffers.py -> bench/results/buffers.{json,md}: 1/10/50/whole
+# frames, 1 and 2 threads, per chunk-frames mode, with the other core busy).
 # Then T3 and text-to-audio (bench/run_t3.py -> bench/results/t3.{json,md}):
 #   original (Llama 0.5B), Turbo (GPT-2 medium) and Nano (GPT-2 small) T3
 #   decode per precision and thread count, accuracy of bf16/int8, text ->
 #   audio per family, and upstream's T3 loop in PyTorch on the same
 #   checkpoint as a ratio (--no-t3 skips this part; --t3-only runs only it).
-# Default run: ~11-13 min on a busy 2-core machine; --quick: ~2-4 min (1 and 10 s,
+# Default run: ~35 min on a quiet 2-core machine (vocoders ~6, buffers ~7, T3 ~22);
+# --quick: a few minutes (1 and 10 s,
 # fewer repeats). OMP_WAIT_POLICY=PASSIVE for every child unless --omp-active.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +48,7 @@ while [ $# -gt 0 ]; do
     --t3-only) T3=only ;;
     --build) BUILD=$2; shift ;;
     --jobs) JOBS=$2; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
