@@ -208,14 +208,15 @@ Tensor cond_embedding_impl(const T3TurboModel::Impl& m, const T3Cond& c) {
   return at::cat({spk, m.speech_emb.index_select(0, toks).unsqueeze(0)}, 1);
 }
 
-Tensor prefill_embeds_impl(const T3TurboModel::Impl& m, const std::vector<int64_t>& text_ids, const T3Cond& cond) {
+// cond_emb: cond_embedding_impl of the voice (computed once by the caller).
+Tensor prefill_embeds_impl(const T3TurboModel::Impl& m, const std::vector<int64_t>& text_ids, const Tensor& cond_emb) {
   const T3TurboConfig& cfg = m.cfg;
   for (size_t i = 0; i < text_ids.size(); ++i)
     if (text_ids[i] < 0 || text_ids[i] >= cfg.text_tokens_dict_size)
       throw ModelError("T3: text token #" + std::to_string(i) + " = " + std::to_string(text_ids[i]) +
                        " is outside the text vocabulary [0, " + std::to_string(cfg.text_tokens_dict_size) +
                        "); was the text encoded with this model's tokenizer?");
-  std::vector<Tensor> parts{cond_embedding_impl(m, cond)};
+  std::vector<Tensor> parts{cond_emb};
   if (!text_ids.empty())
     parts.push_back(m.text_emb.index_select(0, at::tensor(text_ids, at::kLong)).unsqueeze(0));
   parts.push_back(m.speech_emb[cfg.start_speech_token].view({1, 1, -1}));  // once (no second BOS)
@@ -231,7 +232,7 @@ at::Tensor T3TurboModel::cond_embedding(const T3Cond& cond) const {
 
 at::Tensor T3TurboModel::prefill_embeds(const std::vector<int64_t>& text_ids, const T3Cond& cond) const {
   c10::NoGradGuard ng;
-  return prefill_embeds_impl(*impl_, text_ids, cond);
+  return prefill_embeds_impl(*impl_, text_ids, cond_embedding_impl(*impl_, cond));
 }
 
 at::Tensor T3TurboModel::backbone(const at::Tensor& inputs_embeds, std::vector<at::Tensor>* layer_outputs,
@@ -357,7 +358,8 @@ void T3TurboGenerator::start(const std::vector<int64_t>& text_ids, const T3Cond&
   ComputeThreads threads;  // one OpenMP thread; GEMMs: our pool and OpenBLAS's (compute_threads.h)
   Impl& g = *impl_;
   const T3TurboModel::Impl& m = g.model.impl();
-  Tensor x = prefill_embeds_impl(m, text_ids, cond);
+  const Tensor cond_emb = cond_embedding_impl(m, cond);
+  Tensor x = prefill_embeds_impl(m, text_ids, cond_emb);
   const int64_t positions = x.size(1) + g.opts.max_new_tokens - 1;  // the last token is never fed
   if (positions > m.cfg.gpt2.n_positions)
     throw ModelError("T3: voice prompt, text and max_new_tokens need " + std::to_string(positions) +
@@ -369,10 +371,9 @@ void T3TurboGenerator::start(const std::vector<int64_t>& text_ids, const T3Cond&
     // The conditioning rows first (from the cache when they are the cached
     // ones), then text and start token continue the same KV cache.
     T3TurboPromptCache::Impl& c = g.cache->impl();
-    const Tensor cond_emb = cond_embedding_impl(m, cond);
     const int64_t P = cond_emb.size(1);
-    const bool hit = c.model && &c.model->impl() == &m && c.cond_emb.defined() && c.cond_emb.sizes() == cond_emb.sizes() &&
-                     at::equal(c.cond_emb, cond_emb);
+    // at::equal is false for other sizes too.
+    const bool hit = c.model && &c.model->impl() == &m && c.cond_emb.defined() && at::equal(c.cond_emb, cond_emb);
     if (hit) {
       g.session->restore(c.prefix);
       ++c.hits;

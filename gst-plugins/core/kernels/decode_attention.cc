@@ -189,11 +189,7 @@ at::Tensor decode_attention_on(CpuPath path, const at::Tensor& q, const at::Tens
 
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t T,
                             double score_scale) {
-  check_shapes(q, k_cache, v_cache, T);
-  const CpuPath path = cpu_path();
-  if (path == CpuPath::Generic || !simd_applies(q, k_cache, v_cache))
-    return attention_torch(q, k_cache, v_cache, T, score_scale);
-  return attention_simd(path, q, k_cache, v_cache, T, score_scale);
+  return decode_attention_on(cpu_path(), q, k_cache, v_cache, T, score_scale);
 }
 
 }  // namespace chatterbox::kernels
